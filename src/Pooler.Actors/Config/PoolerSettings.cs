@@ -1,0 +1,82 @@
+namespace Pooler.Actors.Config;
+
+/// <summary>How long a server stays linked to a client (PgBouncer's pool_mode).</summary>
+public enum PoolMode { Session, Transaction, Statement }
+
+/// <summary>How clients prove who they are (PgBouncer's auth_type, the subset we implement).</summary>
+public enum AuthType { Trust, Plain, Md5, ScramSha256 }
+
+public sealed record ListenSettings(string Host, int Port);
+
+public sealed record AuthSettings(AuthType Type, string? UsersFile);
+
+/// <summary>One entry of <c>pooler.databases</c>. Null means "use the global value".</summary>
+public sealed record DatabaseSettings(
+    string Name,
+    string Host,
+    int Port,
+    string DbName,
+    string? User,
+    string? Password,
+    int? PoolSize,
+    PoolMode? PoolMode,
+    int? MaxDbConnections,
+    int? MinPoolSize,
+    int? ReservePoolSize);
+
+/// <summary>
+/// Every pooler setting, typed. Built by <see cref="SettingsLoader"/> from HOCON (reference.conf, then
+/// the user's file and overrides); names are the kebab-case twins of PgBouncer's and mean the same.
+/// A zero TimeSpan means "disabled" wherever PgBouncer uses 0 for that.
+/// </summary>
+public sealed record PoolerSettings(
+    ListenSettings Listen,
+    AuthSettings Auth,
+    PoolMode PoolMode,
+    int DefaultPoolSize,
+    int MinPoolSize,
+    int ReservePoolSize,
+    TimeSpan ReservePoolTimeout,
+    int MaxClientConn,
+    int MaxDbConnections,
+    int MaxUserConnections,
+    TimeSpan ServerLifetime,
+    TimeSpan ServerIdleTimeout,
+    TimeSpan ServerConnectTimeout,
+    TimeSpan ServerLoginRetry,
+    TimeSpan QueryTimeout,
+    TimeSpan QueryWaitTimeout,
+    TimeSpan ClientIdleTimeout,
+    TimeSpan ClientLoginTimeout,
+    TimeSpan IdleTransactionTimeout,
+    string ServerResetQuery,
+    bool ServerResetQueryAlways,
+    string ServerCheckQuery,
+    TimeSpan ServerCheckDelay,
+    IReadOnlyList<string> IgnoreStartupParameters,
+    TimeSpan ShutdownTimeout,
+    int MaxPacketSize,
+    IReadOnlyDictionary<string, DatabaseSettings> Databases)
+{
+    /// <summary>The database entry for a name asked by a client, falling back to "*" as PgBouncer does.</summary>
+    public DatabaseSettings? FindDatabase(string name)
+    {
+        if (Databases.TryGetValue(name, out var db)) return db;
+        if (Databases.TryGetValue("*", out var star)) return star with { Name = name, DbName = name };
+        return null;
+    }
+
+    public PoolMode ModeFor(DatabaseSettings db) => db.PoolMode ?? PoolMode;
+    public int PoolSizeFor(DatabaseSettings db) => db.PoolSize ?? DefaultPoolSize;
+    public int MinPoolSizeFor(DatabaseSettings db) => db.MinPoolSize ?? MinPoolSize;
+    public int ReservePoolSizeFor(DatabaseSettings db) => db.ReservePoolSize ?? ReservePoolSize;
+    public int MaxDbConnectionsFor(DatabaseSettings db) => db.MaxDbConnections ?? MaxDbConnections;
+}
+
+/// <summary>A setting that is missing or wrong; the message names the key.</summary>
+public sealed class ConfigException(string key, string problem)
+    : Exception($"invalid setting '{key}': {problem}")
+{
+    public string Key { get; } = key;
+    public string Problem { get; } = problem;
+}
