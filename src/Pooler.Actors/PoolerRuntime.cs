@@ -1,0 +1,90 @@
+using System.Collections.Concurrent;
+using Akka.Actor;
+using Pooler.Actors.Auth;
+using Pooler.Actors.Config;
+
+namespace Pooler.Actors;
+
+/// <summary>
+/// What every actor of one pooler node reads: the current settings and users (swapped whole on
+/// reload), the cancel-key registry and the per-database/per-user connection budget.
+/// </summary>
+public sealed class PoolerRuntime(PoolerSettings settings, UserList? users)
+{
+    private PoolerSettings _settings = settings;
+    private UserList? _users = users;
+
+    public PoolerSettings Settings { get => Volatile.Read(ref _settings); set => Volatile.Write(ref _settings, value); }
+    public UserList? Users { get => Volatile.Read(ref _users); set => Volatile.Write(ref _users, value); }
+
+    public CancelRegistry Cancels { get; } = new();
+    public ConnectionBudget Budget { get; } = new();
+
+    /// <summary>Live counts for tests, stats and the leak checks.</summary>
+    public int ClientCount;
+    public int ServerCount;
+
+    public IActorRef PoolManager { get; internal set; } = ActorRefs.Nobody;
+
+    /// <summary>The name this node puts in log lines.</summary>
+    public string NodeName { get; init; } = Environment.MachineName;
+}
+
+/// <summary>Maps the BackendKeyData the pooler minted for a client to that client's session.</summary>
+public sealed class CancelRegistry
+{
+    private readonly ConcurrentDictionary<int, (int Secret, IActorRef Client)> _keys = new();
+
+    /// <summary>Mints a unique (pid, secret) pair for a client.</summary>
+    public (int Pid, int Secret) Register(IActorRef client)
+    {
+        while (true)
+        {
+            var pid = Random.Shared.Next(1, int.MaxValue);
+            var secret = Random.Shared.Next(int.MinValue, int.MaxValue);
+            if (_keys.TryAdd(pid, (secret, client))) return (pid, secret);
+        }
+    }
+
+    public void Unregister(int pid) => _keys.TryRemove(pid, out _);
+
+    public IActorRef? Find(int pid, int secret)
+        => _keys.TryGetValue(pid, out var e) && e.Secret == secret ? e.Client : null;
+
+    public int Count => _keys.Count;
+}
+
+/// <summary>
+/// Server connections counted per database and per user, shared by all pools of a node
+/// (max-db-connections and max-user-connections span pools). Taken rarely: at connect and close.
+/// </summary>
+public sealed class ConnectionBudget
+{
+    private readonly Dictionary<string, int> _byDb = new();
+    private readonly Dictionary<string, int> _byUser = new();
+
+    public bool TryTake(string db, string user, int maxDb, int maxUser)
+    {
+        lock (this)
+        {
+            var d = _byDb.GetValueOrDefault(db);
+            var u = _byUser.GetValueOrDefault(user);
+            if (maxDb > 0 && d >= maxDb) return false;
+            if (maxUser > 0 && u >= maxUser) return false;
+            _byDb[db] = d + 1;
+            _byUser[user] = u + 1;
+            return true;
+        }
+    }
+
+    public void Return(string db, string user)
+    {
+        lock (this)
+        {
+            _byDb[db] = Math.Max(0, _byDb.GetValueOrDefault(db) - 1);
+            _byUser[user] = Math.Max(0, _byUser.GetValueOrDefault(user) - 1);
+        }
+    }
+
+    public int ForDatabase(string db) { lock (this) return _byDb.GetValueOrDefault(db); }
+}

@@ -1,0 +1,99 @@
+using Akka.Actor;
+using Akka.IO;
+
+namespace Pooler.Actors.Pooling;
+
+/// <summary>
+/// One client bound to one server for a while (a transaction, a statement or a whole session).
+/// Both sessions relay bytes straight to the other's socket actor, so they share this small
+/// object to agree, without an extra message per query, on when the server may go back to the pool:
+/// the client counts the "units" it sends (a Query, or an extended-protocol run ending in Sync),
+/// each answered by exactly one ReadyForQuery; the server releases only when every unit has been
+/// answered and the status is idle. The counter becomes negative once released, so a client that
+/// races a release learns it before writing and asks for a new server instead.
+/// </summary>
+public sealed class Link(long id, IActorRef client, IActorRef clientConn, IActorRef server, IActorRef serverConn, ClientParams clientParams)
+{
+    private const int Released = int.MinValue / 2;
+    private int _pending;
+
+    public long Id { get; } = id;
+    public IActorRef Client { get; } = client;
+    public IActorRef ClientConn { get; } = clientConn;
+    public IActorRef Server { get; } = server;
+    public IActorRef ServerConn { get; } = serverConn;
+
+    /// <summary>The client's tracked settings; the server updates it from ParameterStatus while linked.</summary>
+    public ClientParams Params { get; } = clientParams;
+
+    /// <summary>Acks for writes to the client socket on this link (acks of an older link are ignored).</summary>
+    public readonly Tcp.Event ClientAck = new WriteAck();
+    /// <summary>Acks for writes to the server socket on this link.</summary>
+    public readonly Tcp.Event ServerAck = new WriteAck();
+
+    /// <summary>Set when the pooler wants the server back at the next idle point even in session mode (drain).</summary>
+    public volatile bool ReleaseWhenIdle;
+
+    public int Pending => Volatile.Read(ref _pending);
+    public bool IsReleased => Volatile.Read(ref _pending) < 0;
+
+    /// <summary>Client side, before writing: adds n units unless the link is already released.</summary>
+    public bool TryAddUnits(int n)
+    {
+        while (true)
+        {
+            var v = Volatile.Read(ref _pending);
+            if (v < 0) return false;
+            if (n == 0) return true;
+            if (Interlocked.CompareExchange(ref _pending, v + n, v) == v) return true;
+        }
+    }
+
+    /// <summary>Server side: one ReadyForQuery arrived.</summary>
+    public void UnitDone()
+    {
+        while (true)
+        {
+            var v = Volatile.Read(ref _pending);
+            if (v <= 0) return; // an answer nobody counted (or already released): nothing to do
+            if (Interlocked.CompareExchange(ref _pending, v - 1, v) == v) return;
+        }
+    }
+
+    /// <summary>Releases the link if nothing is outstanding; exactly one caller ever wins.</summary>
+    public bool TryRelease() => Interlocked.CompareExchange(ref _pending, Released, 0) == 0;
+
+    /// <summary>Releases whatever is outstanding (the server is gone or being closed).</summary>
+    public void ForceRelease() => Volatile.Write(ref _pending, Released);
+
+    private sealed class WriteAck : Tcp.Event;
+}
+
+/// <summary>
+/// The session settings a client expects (those PostgreSQL reports with ParameterStatus), re-applied
+/// when a transaction-pooled client lands on a server whose values differ.
+/// </summary>
+public sealed class ClientParams
+{
+    /// <summary>The tracked names, as PostgreSQL reports them.</summary>
+    public static readonly string[] Tracked =
+        ["client_encoding", "DateStyle", "TimeZone", "IntervalStyle", "standard_conforming_strings", "application_name"];
+
+    private readonly Dictionary<string, string> _values = new(StringComparer.OrdinalIgnoreCase);
+
+    public static string? Canonical(string name)
+    {
+        foreach (var t in Tracked) if (string.Equals(t, name, StringComparison.OrdinalIgnoreCase)) return t;
+        return null;
+    }
+
+    public IReadOnlyDictionary<string, string> Values => _values;
+
+    public void Set(string name, string value)
+    {
+        var c = Canonical(name);
+        if (c != null) _values[c] = value;
+    }
+
+    public string? Get(string name) => _values.GetValueOrDefault(name);
+}

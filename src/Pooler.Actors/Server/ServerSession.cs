@@ -1,0 +1,552 @@
+using System.Net;
+using System.Text;
+using Akka.Actor;
+using Akka.Event;
+using Akka.IO;
+using Pooler.Actors.Auth;
+using Pooler.Actors.Config;
+using Pooler.Actors.Pooling;
+using Pooler.Actors.Protocol;
+
+namespace Pooler.Actors.Server;
+
+/// <summary>
+/// One connection to PostgreSQL. Behaviours: Connecting, LoggingIn, Idle, Internal (the pooler's
+/// own queries: check, SET, reset), Linked (relaying the server's bytes to a client socket).
+/// </summary>
+public sealed class ServerSession : ReceiveActor, IWithTimers
+{
+    public sealed record Spec(DatabaseSettings Db, ServerCredentials Creds, string PoolName);
+    /// <summary>From the pool: serve this client (idleSince drives server-check-delay).</summary>
+    public sealed record Assign(IActorRef Client, IActorRef ClientConn, ClientParams Params, DateTime IdleSince);
+    public sealed record Close(string Reason);
+    /// <summary>From the client: it left while linked.</summary>
+    public sealed record ClientGone(Link Link);
+    /// <summary>From the client: cancel what runs on this link (a CancelRequest matched its key).</summary>
+    public sealed record CancelQuery(Link Link);
+    /// <summary>To the client: you may write to the server now.</summary>
+    public sealed record Linked(Link Link);
+    /// <summary>To the client: the server went back to the pool; ask again for the next transaction.</summary>
+    public sealed record Unlinked(Link Link);
+    /// <summary>To the client: the link broke; send this error and close.</summary>
+    public sealed record Lost(Link Link, string SqlState, string Message);
+    private sealed record WatchTick;
+    private sealed record LoginTimeout;
+
+    public static Props Props(PoolerRuntime rt, IActorRef pool, Spec spec)
+        => Akka.Actor.Props.Create(() => new ServerSession(rt, pool, spec));
+
+    private const int AckEveryBytes = 64 * 1024;
+    private const int MaxAcksInFlight = 2;
+
+    private readonly PoolerRuntime _rt;
+    private readonly IActorRef _pool;
+    private readonly Spec _spec;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly Dictionary<string, string> _params = new(StringComparer.OrdinalIgnoreCase);
+    private readonly List<KeyValuePair<string, string>> _paramList = new();
+    private readonly FrameScanner _scan;
+    private MessageBuffer _buf;
+    private IActorRef _conn = ActorRefs.Nobody;
+    private EndPoint _endpoint = null!;
+    private int _backendPid, _backendSecret;
+    private bool _readRequested;
+    private ScramClient? _scram;
+
+    private Link? _link;
+    private PoolMode _mode;
+    private byte _txStatus = (byte)'I';
+    private int _unackedBytes, _acksInFlight;
+    private DateTime? _busySince, _idleTxSince;
+    private Assign? _pendingAssign;
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public ServerSession(PoolerRuntime rt, IActorRef pool, Spec spec)
+    {
+        _rt = rt;
+        _pool = pool;
+        _spec = spec;
+        var max = rt.Settings.MaxPacketSize;
+        _buf = new MessageBuffer(max);
+        _scan = new FrameScanner([MsgType.ReadyForQuery, MsgType.ParameterStatus], max, 64 * 1024);
+        Connecting();
+    }
+
+    private PoolerSettings S => _rt.Settings;
+    private string Who => $"server {Self.Path.Name} pool {_spec.PoolName} node {_rt.NodeName}";
+
+    protected override void PreStart()
+    {
+        Interlocked.Increment(ref _rt.ServerCount);
+        _endpoint = IPAddress.TryParse(_spec.Db.Host, out var ip)
+            ? new IPEndPoint(ip, _spec.Db.Port)
+            : new DnsEndPoint(_spec.Db.Host, _spec.Db.Port);
+        Context.System.Tcp().Tell(new Tcp.Connect(_endpoint, pullMode: true, timeout: S.ServerConnectTimeout > TimeSpan.Zero ? S.ServerConnectTimeout : null));
+        if (S.ServerConnectTimeout > TimeSpan.Zero) Timers.StartSingleTimer("login", new LoginTimeout(), S.ServerConnectTimeout);
+    }
+
+    protected override void PostStop()
+    {
+        Interlocked.Decrement(ref _rt.ServerCount);
+        if (_link is { } l && !l.IsReleased)
+        {
+            l.ForceRelease();
+            l.Client.Tell(new Lost(l, SqlState.ConnectionFailure, "server connection closed"));
+        }
+        _conn.Tell(Tcp.Abort.Instance);
+    }
+
+    // ---------------- Connecting / LoggingIn ----------------
+
+    private void Connecting()
+    {
+        Receive<Tcp.Connected>(_ =>
+        {
+            _conn = Sender;
+            _conn.Tell(new Tcp.Register(Self));
+            var ps = new List<KeyValuePair<string, string>>
+            {
+                new("user", _spec.Creds.User),
+                new("database", _spec.Db.DbName),
+            };
+            _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(PgMessages.Startup(ps))));
+            RequestRead();
+            Become(LoggingIn);
+        });
+        Receive<Tcp.CommandFailed>(f => FailLogin(SqlState.ClientUnableToEstablishConnection,
+            $"could not connect to server {_spec.Db.Host}:{_spec.Db.Port}: {f.Cause?.Message ?? "connection refused"}"));
+        Receive<LoginTimeout>(_ => FailLogin(SqlState.ClientUnableToEstablishConnection,
+            $"could not connect to server {_spec.Db.Host}:{_spec.Db.Port}: server-connect-timeout ({S.ServerConnectTimeout.TotalSeconds}s) expired"));
+        Receive<Close>(c => Context.Stop(Self));
+    }
+
+    private void LoggingIn()
+    {
+        Receive<Tcp.Received>(r =>
+        {
+            _readRequested = false;
+            _buf.Append(r.Data.ToReadOnlySpan());
+            while (true)
+            {
+                var res = _buf.TryReadTyped(out var type, out var body);
+                if (res == ReadResult.NeedMore) break;
+                if (res == ReadResult.Invalid) { FailLogin(SqlState.ProtocolViolation, "invalid message from server during login"); return; }
+                if (!OnLoginMessage(type, body.Span)) return;
+            }
+            RequestRead();
+        });
+        Receive<LoginTimeout>(_ => FailLogin(SqlState.ClientUnableToEstablishConnection,
+            $"server login to {_spec.Db.Host}:{_spec.Db.Port} timed out after server-connect-timeout ({S.ServerConnectTimeout.TotalSeconds}s)"));
+        Receive<Tcp.ConnectionClosed>(_ => FailLogin(SqlState.ConnectionFailure, "server closed the connection during login"));
+        Receive<Close>(c => Context.Stop(Self));
+    }
+
+    /// <summary>Returns false when the actor is done (failed or moved on).</summary>
+    private bool OnLoginMessage(byte type, ReadOnlySpan<byte> body)
+    {
+        switch (type)
+        {
+            case MsgType.Authentication:
+                return OnAuthRequest(body);
+            case MsgType.ParameterStatus:
+                if (Payload.TryParameterStatus(body, out var n, out var v)) SetParam(n, v);
+                return true;
+            case MsgType.BackendKeyData:
+                _backendPid = Payload.Int32(body);
+                _backendSecret = Payload.Int32(body[4..]);
+                return true;
+            case MsgType.ErrorResponse:
+                var f = Payload.ErrorFields(body);
+                FailLogin(f.GetValueOrDefault('C', SqlState.ConnectionFailure), $"server login failed: {f.GetValueOrDefault('M', "")}");
+                return false;
+            case MsgType.ReadyForQuery:
+                Timers.Cancel("login");
+                _log.Info("{0}: logged in to {1}:{2} as {3}", Who, _spec.Db.Host, _spec.Db.Port, _spec.Creds.User);
+                _pool.Tell(new Pool.ServerReady(Self, _paramList.ToArray()));
+                BecomeIdle();
+                return false;
+            default:
+                return true; // NoticeResponse and the like
+        }
+    }
+
+    private bool OnAuthRequest(ReadOnlySpan<byte> body)
+    {
+        var code = Payload.Int32(body);
+        var creds = _spec.Creds;
+        switch (code)
+        {
+            case 0: return true;
+            case 3:
+                if (creds.Password == null || UsesNonPlainSecret(creds.Password)) return NoPassword("cleartext");
+                Send(PgMessages.Password(creds.Password));
+                return true;
+            case 5:
+                if (creds.Password == null || ScramServer.IsScramSecret(creds.Password)) return NoPassword("md5");
+                Send(PgMessages.Password(Md5Auth.Response(creds.Password, creds.User, body.Slice(4, 4))));
+                return true;
+            case 10:
+                var mechs = Encoding.UTF8.GetString(body[4..]);
+                if (!mechs.Split('\0').Contains("SCRAM-SHA-256")) return NoPassword("SASL mechanism other than SCRAM-SHA-256");
+                if (creds.ScramClientKey != null && creds.ScramServerKey != null && (creds.Password == null || ScramServer.IsScramSecret(creds.Password)))
+                    _scram = ScramClient.FromKeys(creds.ScramClientKey, creds.ScramServerKey);
+                else if (creds.Password != null && !UsesNonPlainSecret(creds.Password))
+                    _scram = new ScramClient(creds.Password);
+                else return NoPassword("SCRAM-SHA-256");
+                Send(PgMessages.SaslInitialResponse("SCRAM-SHA-256", _scram.ClientFirstMessage()));
+                return true;
+            case 11:
+                try { Send(PgMessages.SaslResponse(_scram!.ClientFinalMessage(Encoding.UTF8.GetString(body[4..])))); }
+                catch (InvalidOperationException e) { FailLogin(SqlState.ProtocolViolation, "SCRAM with server failed: " + e.Message); return false; }
+                return true;
+            case 12:
+                if (_scram == null || !_scram.VerifyServerFinal(Encoding.UTF8.GetString(body[4..])))
+                {
+                    FailLogin(SqlState.InvalidPassword, "server's SCRAM signature did not verify");
+                    return false;
+                }
+                return true;
+            default:
+                FailLogin(SqlState.FeatureNotSupported, $"server asked for unsupported authentication method {code}");
+                return false;
+        }
+    }
+
+    private static bool UsesNonPlainSecret(string secret) => ScramServer.IsScramSecret(secret) || IsMd5Secret(secret);
+    private static bool IsMd5Secret(string s) => s.Length == 35 && s.StartsWith("md5", StringComparison.Ordinal);
+
+    private bool NoPassword(string method)
+    {
+        FailLogin(SqlState.InvalidPassword,
+            $"server asked for {method} authentication for user \"{_spec.Creds.User}\" and the pooler has no usable password (set password in the database entry or a plain/matching secret in the users file)");
+        return false;
+    }
+
+    private void FailLogin(string sqlState, string message)
+    {
+        _log.Warning("{0}: {1}", Who, message);
+        _pool.Tell(new Pool.ServerConnectFailed(Self, sqlState, message));
+        Context.Stop(Self);
+    }
+
+    private void SetParam(string name, string value)
+    {
+        _params[name] = value;
+        var i = _paramList.FindIndex(p => p.Key == name);
+        if (i >= 0) _paramList[i] = new(name, value); else _paramList.Add(new(name, value));
+    }
+
+    private void Send(byte[] bytes) => _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(bytes)));
+
+    private void RequestRead()
+    {
+        if (_readRequested) return;
+        _readRequested = true;
+        _conn.Tell(Tcp.ResumeReading.Instance);
+    }
+
+    // ---------------- Idle ----------------
+
+    private void BecomeIdle()
+    {
+        _link = null;
+        Become(Idle);
+        RequestRead(); // keep a read outstanding so a closed or terminated server is noticed at once
+    }
+
+    private void Idle()
+    {
+        Receive<Assign>(OnAssign);
+        Receive<Tcp.Received>(r =>
+        {
+            _readRequested = false;
+            _buf.Append(r.Data.ToReadOnlySpan());
+            while (_buf.TryReadTyped(out var type, out var body) == ReadResult.Ok)
+            {
+                if (type == MsgType.ErrorResponse)
+                {
+                    _log.Info("{0}: idle server sent {1}; closing it", Who, Payload.ErrorSummary(body.Span));
+                    Context.Stop(Self);
+                    return;
+                }
+                if (type == MsgType.ParameterStatus && Payload.TryParameterStatus(body.Span, out var n, out var v)) SetParam(n, v);
+            }
+            RequestRead();
+        });
+        Receive<Tcp.ConnectionClosed>(_ => { _log.Info("{0}: idle server closed the connection", Who); Context.Stop(Self); });
+        Receive<Close>(c => Terminate(c.Reason));
+        Receive<ClientGone>(_ => { });
+        Receive<CancelQuery>(_ => { });
+        Receive<Tcp.Event>(_ => { }); // acks of an earlier link
+    }
+
+    private void Terminate(string reason)
+    {
+        _log.Info("{0}: closing ({1})", Who, reason);
+        _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(PgMessages.Terminate)));
+        _conn.Tell(Tcp.Close.Instance);
+        Context.Stop(Self);
+    }
+
+    private void OnAssign(Assign a)
+    {
+        _pendingAssign = a;
+        var check = S.ServerCheckQuery;
+        if (!string.IsNullOrWhiteSpace(check) && DateTime.UtcNow - a.IdleSince >= S.ServerCheckDelay && a.IdleSince != default)
+            RunInternal(check, error =>
+            {
+                if (error != null)
+                {
+                    _log.Warning("{0}: server-check-query failed ({1}); closing it", Who, error);
+                    _pool.Tell(new Pool.Requeue(new Pool.Acquire(a.Client, a.ClientConn, a.Params)));
+                    Context.Stop(Self);
+                    return;
+                }
+                SyncParamsThenLink(a);
+            });
+        else SyncParamsThenLink(a);
+    }
+
+    /// <summary>Re-applies the client's session settings that differ on this server, then links.</summary>
+    private void SyncParamsThenLink(Assign a)
+    {
+        var sql = new StringBuilder();
+        foreach (var (name, value) in a.Params.Values)
+        {
+            if (_params.TryGetValue(name, out var cur) && cur == value) continue;
+            sql.Append("SET ").Append(name).Append(" TO '").Append(value.Replace("'", "''")).Append("';");
+        }
+        if (sql.Length == 0) { LinkTo(a); return; }
+        RunInternal(sql.ToString(), error =>
+        {
+            if (error != null)
+            {
+                var link = new Link(0, a.Client, a.ClientConn, Self, _conn, a.Params);
+                a.Client.Tell(new Lost(link, SqlState.ProtocolViolation, "could not apply session settings on the server: " + error));
+                BecomeIdle();
+                _pool.Tell(new Pool.ServerIdle(Self));
+                return;
+            }
+            LinkTo(a);
+        });
+    }
+
+    private void LinkTo(Assign a)
+    {
+        _pendingAssign = null;
+        _mode = S.ModeFor(_spec.Db);
+        _link = new Link(Interlocked.Increment(ref _linkSeq), a.Client, a.ClientConn, Self, _conn, a.Params);
+        _unackedBytes = 0;
+        _acksInFlight = 0;
+        _busySince = _idleTxSince = null;
+        _scan.Reset();
+        Become(Linked);
+        if (S.QueryTimeout > TimeSpan.Zero || S.IdleTransactionTimeout > TimeSpan.Zero)
+            Timers.StartPeriodicTimer("watch", new WatchTick(), TimeSpan.FromMilliseconds(100));
+        a.Client.Tell(new Linked(_link));
+        RequestRead();
+    }
+
+    private static long _linkSeq;
+
+    // ---------------- Internal queries ----------------
+
+    private void RunInternal(string sql, Action<string?> then)
+    {
+        string? error = null;
+        Send(PgMessages.Query(sql));
+        Become(() =>
+        {
+            Receive<Tcp.Received>(r =>
+            {
+                _readRequested = false;
+                _buf.Append(r.Data.ToReadOnlySpan());
+                while (true)
+                {
+                    var res = _buf.TryReadTyped(out var type, out var body);
+                    if (res == ReadResult.NeedMore) break;
+                    if (res == ReadResult.Invalid) { Context.Stop(Self); return; }
+                    if (type == MsgType.ErrorResponse) error ??= Payload.ErrorSummary(body.Span);
+                    else if (type == MsgType.ParameterStatus && Payload.TryParameterStatus(body.Span, out var n, out var v)) SetParam(n, v);
+                    else if (type == MsgType.ReadyForQuery)
+                    {
+                        _txStatus = body.Span[0];
+                        if (error == null && _txStatus != (byte)'I') error = "server left in a transaction";
+                        then(error);
+                        return;
+                    }
+                }
+                RequestRead();
+            });
+            Receive<Tcp.ConnectionClosed>(_ =>
+            {
+                if (_pendingAssign is { } pa) _pool.Tell(new Pool.Requeue(new Pool.Acquire(pa.Client, pa.ClientConn, pa.Params)));
+                Context.Stop(Self);
+            });
+            Receive<Close>(c => Terminate(c.Reason));
+            Receive<ClientGone>(_ => { });
+            Receive<CancelQuery>(_ => { });
+            Receive<Tcp.Event>(_ => { });
+        });
+        RequestRead();
+    }
+
+    // ---------------- Linked ----------------
+
+    private void Linked()
+    {
+        Receive<Tcp.Received>(r => OnServerData(r.Data));
+        Receive<ClientGone>(g => { if (ReferenceEquals(g.Link, _link)) OnClientGone(); });
+        Receive<CancelQuery>(c =>
+        {
+            if (!ReferenceEquals(c.Link, _link) || _link!.Pending <= 0) return;
+            _log.Info("{0}: cancelling the running query for client {1}", Who, _link.Client.Path.Name);
+            Context.ActorOf(CancelSender.Props(_endpoint, _backendPid, _backendSecret));
+        });
+        Receive<WatchTick>(_ => OnWatch());
+        Receive<Tcp.ConnectionClosed>(_ =>
+        {
+            _log.Warning("{0}: server closed the connection while linked to client {1}", Who, _link?.Client.Path.Name);
+            if (_link is { } l)
+            {
+                l.ForceRelease();
+                l.Client.Tell(new Lost(l, SqlState.ConnectionFailure, "server connection closed unexpectedly (the backend may have restarted); the open transaction, if any, was rolled back"));
+                _link = null;
+            }
+            Context.Stop(Self);
+        });
+        Receive<Close>(c => { _link?.ForceRelease(); Terminate(c.Reason); });
+        Receive<Assign>(a => _pool.Tell(new Pool.Requeue(new Pool.Acquire(a.Client, a.ClientConn, a.Params))));
+        Receive<Tcp.Event>(e =>
+        {
+            if (_link != null && ReferenceEquals(e, _link.ClientAck))
+            {
+                _acksInFlight--;
+                if (_acksInFlight < MaxAcksInFlight) RequestRead();
+            }
+        });
+    }
+
+    private void OnServerData(ByteString data)
+    {
+        _readRequested = false;
+        var link = _link!;
+        var span = data.ToReadOnlySpan();
+        var pos = 0;
+        var sawReady = false;
+        while (true)
+        {
+            var ev = _scan.Next(span, ref pos);
+            if (ev == ScanEvent.End) break;
+            if (ev == ScanEvent.Invalid)
+            {
+                Fail(link, SqlState.ProtocolViolation, "invalid message length from server");
+                return;
+            }
+            if (ev != ScanEvent.Body) continue;
+            if (_scan.Type == MsgType.ReadyForQuery)
+            {
+                link.UnitDone();
+                _txStatus = _scan.Body[0];
+                sawReady = true;
+            }
+            else if (Payload.TryParameterStatus(_scan.Body, out var n, out var v))
+            {
+                SetParam(n, v);
+                link.Params.Set(n, v);
+            }
+        }
+
+        if (sawReady)
+        {
+            var now = DateTime.UtcNow;
+            if (link.Pending == 0) _busySince = null;
+            _idleTxSince = _txStatus == (byte)'I' ? null : now;
+            if (_mode == PoolMode.Statement && _txStatus != (byte)'I')
+            {
+                Fail(link, SqlState.FeatureNotSupported, "transaction blocks not allowed in statement pooling mode");
+                return;
+            }
+            if (_txStatus == (byte)'I' && (_mode != PoolMode.Session || link.ReleaseWhenIdle) && link.TryRelease())
+            {
+                // the client must learn of the release before it can see this ReadyForQuery (mailbox order)
+                link.Client.Tell(new Unlinked(link));
+                WriteToClient(link, data);
+                AfterRelease(runReset: S.ServerResetQueryAlways);
+                return;
+            }
+        }
+        else if (link.Pending > 0 && _busySince == null) _busySince = DateTime.UtcNow;
+
+        WriteToClient(link, data);
+        if (_acksInFlight < MaxAcksInFlight) RequestRead();
+    }
+
+    private void WriteToClient(Link link, ByteString data)
+    {
+        _unackedBytes += data.Count;
+        if (_unackedBytes >= AckEveryBytes)
+        {
+            _unackedBytes = 0;
+            _acksInFlight++;
+            link.ClientConn.Tell(Tcp.Write.Create(data, link.ClientAck));
+        }
+        else link.ClientConn.Tell(Tcp.Write.Create(data));
+    }
+
+    private void AfterRelease(bool runReset)
+    {
+        Timers.Cancel("watch");
+        _link = null;
+        var reset = S.ServerResetQuery;
+        if (runReset && !string.IsNullOrWhiteSpace(reset))
+        {
+            RunInternal(reset, error =>
+            {
+                if (error != null) { _log.Warning("{0}: server-reset-query failed ({1}); closing it", Who, error); Context.Stop(Self); return; }
+                BecomeIdle();
+                _pool.Tell(new Pool.ServerIdle(Self));
+            });
+            return;
+        }
+        BecomeIdle();
+        _pool.Tell(new Pool.ServerIdle(Self));
+    }
+
+    private void OnClientGone()
+    {
+        var link = _link!;
+        if (_txStatus == (byte)'I' && link.TryRelease())
+        {
+            // session mode (and reset-always) clean the server for the next client
+            AfterRelease(runReset: _mode == PoolMode.Session || S.ServerResetQueryAlways);
+            return;
+        }
+        link.ForceRelease();
+        _link = null;
+        Terminate($"client {link.Client.Path.Name} left with the server busy or in a transaction");
+    }
+
+    private void OnWatch()
+    {
+        var link = _link;
+        if (link == null) return;
+        var now = DateTime.UtcNow;
+        if (S.QueryTimeout > TimeSpan.Zero && _busySince is { } b && now - b > S.QueryTimeout)
+            Fail(link, SqlState.QueryCanceled, "query_timeout");
+        else if (S.IdleTransactionTimeout > TimeSpan.Zero && link.Pending == 0 && _idleTxSince is { } t && now - t > S.IdleTransactionTimeout)
+            Fail(link, SqlState.IdleInTransactionTimeout, "idle transaction timeout");
+        else if (link.Pending > 0 && _busySince == null) _busySince = now;
+    }
+
+    /// <summary>The link cannot go on: the client gets the error and is closed, the server is closed.</summary>
+    private void Fail(Link link, string sqlState, string message)
+    {
+        _log.Info("{0}: {1} for client {2}", Who, message, link.Client.Path.Name);
+        link.ForceRelease();
+        link.Client.Tell(new Lost(link, sqlState, message));
+        _link = null;
+        Terminate(message);
+    }
+}
