@@ -1,5 +1,9 @@
+using System.Net;
 using Akka.Actor;
+using Pooler.Actors.Auth;
+using Pooler.Actors.Client;
 using Pooler.Actors.Config;
+using Pooler.Actors.Pooling;
 
 namespace Pooler.Actors;
 
@@ -8,16 +12,78 @@ namespace Pooler.Actors;
 /// </summary>
 public sealed class PoolerService
 {
-    /// <summary>Starts the listener and pools; completes once the listen socket is bound (throws if it cannot bind).</summary>
-    public static Task<PoolerService> StartAsync(ActorSystem system, PoolerSettings settings, string? baseDirectory = null)
-        => throw new NotImplementedException("being written");
+    private readonly ActorSystem _system;
+    private readonly IActorRef _listener;
+    private readonly IActorRef _manager;
+
+    private PoolerService(ActorSystem system, PoolerRuntime runtime, IActorRef listener, IActorRef manager, int port)
+    {
+        _system = system;
+        Runtime = runtime;
+        _listener = listener;
+        _manager = manager;
+        Port = port;
+    }
+
+    public PoolerRuntime Runtime { get; }
 
     /// <summary>The TCP port actually bound (useful with port 0).</summary>
-    public int Port { get; private set; }
+    public int Port { get; }
 
-    /// <summary>Applies new databases, users and pool settings without dropping clients (SIGHUP / RELOAD).</summary>
-    public void Reload(PoolerSettings settings) => throw new NotImplementedException("being written");
+    public IActorRef PoolManager => _manager;
+
+    /// <summary>Starts the listener and pools; completes once the listen socket is bound (throws if it cannot bind).</summary>
+    public static async Task<PoolerService> StartAsync(ActorSystem system, PoolerSettings settings, string? baseDirectory = null)
+    {
+        var users = LoadUsers(settings);
+        var rt = new PoolerRuntime(settings, users) { NodeName = system.Name + "@" + Environment.MachineName };
+        var manager = system.ActorOf(Pooling.PoolManager.Props(rt), "pools");
+        rt.PoolManager = manager;
+        var bound = new TaskCompletionSource<EndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var endpoint = new IPEndPoint(IPAddress.Parse(ResolveHost(settings.Listen.Host)), settings.Listen.Port);
+        var listener = system.ActorOf(Listener.Props(rt, endpoint, bound), "listener");
+        EndPoint local;
+        try { local = await bound.Task.WaitAsync(TimeSpan.FromSeconds(10)); }
+        catch
+        {
+            system.Stop(listener);
+            system.Stop(manager);
+            throw;
+        }
+        return new PoolerService(system, rt, listener, manager, ((IPEndPoint)local).Port);
+    }
+
+    private static string ResolveHost(string host) => host switch
+    {
+        "*" or "" => "0.0.0.0",
+        "localhost" => "127.0.0.1",
+        _ => host,
+    };
+
+    private static UserList? LoadUsers(PoolerSettings settings)
+        => string.IsNullOrEmpty(settings.Auth.UsersFile) ? null : UserList.Load(settings.Auth.UsersFile);
+
+    /// <summary>Applies new databases, users and pool settings without dropping clients (SIGHUP / RELOAD).
+    /// The listen address is not rebound by a reload.</summary>
+    public void Reload(PoolerSettings settings)
+    {
+        var users = LoadUsers(settings); // throws on a bad users file: nothing changes then
+        Runtime.Users = users;
+        Runtime.Settings = settings;
+        _manager.Tell(new PoolManager.SettingsChanged(settings));
+    }
+
+    /// <summary>Closes every server connection once it is idle and opens fresh ones (RECONNECT).</summary>
+    public void Reconnect() => _manager.Tell(new PoolManager.ReconnectAll());
 
     /// <summary>Stops accepting, lets open transactions finish up to shutdown-timeout, then closes everything.</summary>
-    public Task StopAsync() => throw new NotImplementedException("being written");
+    public async Task StopAsync()
+    {
+        _listener.Tell(new Listener.DrainAll());
+        var deadline = DateTime.UtcNow + Runtime.Settings.ShutdownTimeout;
+        while (Runtime.ClientCount > 0 && DateTime.UtcNow < deadline)
+            await Task.Delay(50);
+        await _listener.GracefulStop(TimeSpan.FromSeconds(5));
+        await _manager.GracefulStop(TimeSpan.FromSeconds(5));
+    }
 }

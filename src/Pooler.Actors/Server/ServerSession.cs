@@ -24,6 +24,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     public sealed record ClientGone(Link Link);
     /// <summary>From the client: cancel what runs on this link (a CancelRequest matched its key).</summary>
     public sealed record CancelQuery(Link Link);
+    /// <summary>From a draining client: give the server back now if it is between transactions.</summary>
+    public sealed record ReleaseIfIdle(Link Link);
     /// <summary>To the client: you may write to the server now.</summary>
     public sealed record Linked(Link Link);
     /// <summary>To the client: the server went back to the pool; ask again for the next transaction.</summary>
@@ -115,7 +117,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             Become(LoggingIn);
         });
         Receive<Tcp.CommandFailed>(f => FailLogin(SqlState.ClientUnableToEstablishConnection,
-            $"could not connect to server {_spec.Db.Host}:{_spec.Db.Port}: {f.Cause?.Message ?? "connection refused"}"));
+            $"could not connect to server {_spec.Db.Host}:{_spec.Db.Port}: {(f.Cause.HasValue ? f.Cause.Value.Message : "connection refused")}"));
         Receive<LoginTimeout>(_ => FailLogin(SqlState.ClientUnableToEstablishConnection,
             $"could not connect to server {_spec.Db.Host}:{_spec.Db.Port}: server-connect-timeout ({S.ServerConnectTimeout.TotalSeconds}s) expired"));
         Receive<Close>(c => Context.Stop(Self));
@@ -278,6 +280,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         Receive<Close>(c => Terminate(c.Reason));
         Receive<ClientGone>(_ => { });
         Receive<CancelQuery>(_ => { });
+        Receive<ReleaseIfIdle>(_ => { });
         Receive<Tcp.Event>(_ => { }); // acks of an earlier link
     }
 
@@ -341,7 +344,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         _acksInFlight = 0;
         _busySince = _idleTxSince = null;
         _scan.Reset();
-        Become(Linked);
+        Become(Relaying);
         if (S.QueryTimeout > TimeSpan.Zero || S.IdleTransactionTimeout > TimeSpan.Zero)
             Timers.StartPeriodicTimer("watch", new WatchTick(), TimeSpan.FromMilliseconds(100));
         a.Client.Tell(new Linked(_link));
@@ -387,6 +390,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             Receive<Close>(c => Terminate(c.Reason));
             Receive<ClientGone>(_ => { });
             Receive<CancelQuery>(_ => { });
+            Receive<ReleaseIfIdle>(_ => { });
             Receive<Tcp.Event>(_ => { });
         });
         RequestRead();
@@ -394,7 +398,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
 
     // ---------------- Linked ----------------
 
-    private void Linked()
+    private void Relaying()
     {
         Receive<Tcp.Received>(r => OnServerData(r.Data));
         Receive<ClientGone>(g => { if (ReferenceEquals(g.Link, _link)) OnClientGone(); });
@@ -405,6 +409,12 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             Context.ActorOf(CancelSender.Props(_endpoint, _backendPid, _backendSecret));
         });
         Receive<WatchTick>(_ => OnWatch());
+        Receive<ReleaseIfIdle>(r =>
+        {
+            if (!ReferenceEquals(r.Link, _link) || _txStatus != (byte)'I' || !r.Link.TryRelease()) return;
+            r.Link.Client.Tell(new Unlinked(r.Link));
+            AfterRelease(runReset: _mode == PoolMode.Session || S.ServerResetQueryAlways);
+        });
         Receive<Tcp.ConnectionClosed>(_ =>
         {
             _log.Warning("{0}: server closed the connection while linked to client {1}", Who, _link?.Client.Path.Name);

@@ -1,0 +1,514 @@
+using System.Security.Cryptography;
+using System.Text;
+using Akka.Actor;
+using Akka.Event;
+using Akka.IO;
+using Pooler.Actors.Auth;
+using Pooler.Actors.Config;
+using Pooler.Actors.Pooling;
+using Pooler.Actors.Protocol;
+using Pooler.Actors.Server;
+
+namespace Pooler.Actors.Client;
+
+/// <summary>
+/// One client connection. Behaviours: Startup (startup packet, SSL/GSS refusals, cancel requests),
+/// Authenticating, LoggingIn (waiting for the pool's parameters), Ready (linked or not), Waiting (for
+/// a server, reads paused), Closing. While linked, the client's bytes go straight to the server's
+/// socket actor; only message headers are read, to count the units each ReadyForQuery answers.
+/// </summary>
+public sealed class ClientSession : ReceiveActor, IWithTimers
+{
+    /// <summary>A CancelRequest carried this client's key.</summary>
+    public sealed record CancelRequested;
+    /// <summary>The node is shutting down: leave at the next transaction boundary.</summary>
+    public sealed record Drain;
+    private sealed record LoginTimeout;
+    private sealed record IdleTick;
+    private sealed record CloseTimeout;
+
+    public static Props Props(PoolerRuntime rt, IActorRef conn, string remote, bool reject)
+        => Akka.Actor.Props.Create(() => new ClientSession(rt, conn, remote, reject));
+
+    /// <summary>Startup packets are small; PgBouncer caps them similarly.</summary>
+    public const int MaxStartupPacket = 10000;
+    private const int AckEveryBytes = 64 * 1024;
+    private const int MaxAcksInFlight = 2;
+
+    private readonly PoolerRuntime _rt;
+    private readonly IActorRef _conn;
+    private readonly string _remote;
+    private readonly bool _reject;
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly MessageBuffer _buf;
+    private readonly FrameScanner _scan;
+    private bool _readRequested;
+
+    private string _user = "", _database = "";
+    private DatabaseSettings? _db;
+    private readonly List<KeyValuePair<string, string>> _startupParams = new();
+    private readonly ClientParams _params = new();
+    private ScramServer? _scramServer;
+    private Md5Challenge? _md5;
+    private bool _userKnown;
+    private string? _secret;
+    private IActorRef _pool = ActorRefs.Nobody;
+    private int _keyPid;
+    private bool _keyRegistered;
+
+    private Link? _link;
+    private bool _inUnit;
+    private int _unackedBytes, _acksInFlight;
+    private ByteString? _held;
+    private int _heldUnits;
+    private bool _draining;
+    private long _lastActivity = Environment.TickCount64;
+    private bool _closing;
+
+    private sealed record Md5Challenge(byte[] Salt);
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public ClientSession(PoolerRuntime rt, IActorRef conn, string remote, bool reject)
+    {
+        _rt = rt;
+        _conn = conn;
+        _remote = remote;
+        _reject = reject;
+        _buf = new MessageBuffer(MaxStartupPacket);
+        _scan = new FrameScanner(ReadOnlySpan<byte>.Empty, rt.Settings.MaxPacketSize);
+        Become(Startup);
+    }
+
+    private PoolerSettings S => _rt.Settings;
+    private string Who => $"client {Self.Path.Name} {_remote} db={_database} user={_user} node {_rt.NodeName}";
+
+    protected override void PreStart()
+    {
+        Interlocked.Increment(ref _rt.ClientCount);
+        _conn.Tell(new Tcp.Register(Self));
+        Context.Watch(_conn);
+        RequestRead();
+        if (S.ClientLoginTimeout > TimeSpan.Zero) Timers.StartSingleTimer("login", new LoginTimeout(), S.ClientLoginTimeout);
+    }
+
+    protected override void PostStop()
+    {
+        Interlocked.Decrement(ref _rt.ClientCount);
+        if (_keyRegistered) _rt.Cancels.Unregister(_keyPid);
+        if (_link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.ClientGone(l));
+        if (_held != null) _pool.Tell(new Pool.CancelWait(Self));
+        _conn.Tell(Tcp.Abort.Instance);
+    }
+
+    private void RequestRead()
+    {
+        if (_readRequested || _closing) return;
+        _readRequested = true;
+        _conn.Tell(Tcp.ResumeReading.Instance);
+    }
+
+    private void Send(byte[] bytes) => _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(bytes)));
+
+    /// <summary>Sends a FATAL error, flushes, closes. Only this client is affected.</summary>
+    private void Fatal(string sqlState, string message)
+    {
+        if (_closing) return;
+        _log.Info("{0}: closing: {1} ({2})", Who, message, sqlState);
+        Send(PgMessages.Error("FATAL", sqlState, message));
+        CloseNow();
+    }
+
+    private void CloseNow()
+    {
+        if (_closing) return;
+        _closing = true;
+        if (_link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.ClientGone(l));
+        _link = null;
+        _conn.Tell(Tcp.Close.Instance);
+        Timers.StartSingleTimer("close", new CloseTimeout(), TimeSpan.FromSeconds(5));
+        Become(() =>
+        {
+            Receive<Tcp.ConnectionClosed>(_ => Context.Stop(Self));
+            Receive<Terminated>(_ => Context.Stop(Self));
+            Receive<CloseTimeout>(_ => Context.Stop(Self));
+            ReceiveAny(_ => { });
+        });
+    }
+
+    private void CommonClosed()
+    {
+        Receive<Tcp.ConnectionClosed>(_ => Context.Stop(Self));
+        Receive<Terminated>(_ => Context.Stop(Self));
+        Receive<LoginTimeout>(_ => Fatal(SqlState.ProtocolViolation, "client_login_timeout"));
+        Receive<Drain>(_ => Fatal(SqlState.AdminShutdown, "pooler is shutting down"));
+    }
+
+    // ---------------- Startup ----------------
+
+    private void Startup()
+    {
+        Receive<Tcp.Received>(r =>
+        {
+            _readRequested = false;
+            if (_buf.Buffered + r.Data.Count > MaxStartupPacket) { Fatal(SqlState.ProtocolViolation, "startup packet too large"); return; }
+            _buf.Append(r.Data.ToReadOnlySpan());
+            while (!_closing)
+            {
+                var res = _buf.TryReadUntyped(out var body);
+                if (res == ReadResult.NeedMore) { RequestRead(); return; }
+                if (res == ReadResult.Invalid) { Fatal(SqlState.ProtocolViolation, "invalid startup packet length"); return; }
+                var pkt = StartupPacket.Parse(body.Span, out var error);
+                if (pkt == null) { Fatal(SqlState.ProtocolViolation, error!); return; }
+                if (!OnStartupPacket(pkt)) return;
+            }
+        });
+        CommonClosed();
+    }
+
+    /// <summary>Returns true to keep reading startup packets.</summary>
+    private bool OnStartupPacket(StartupPacket p)
+    {
+        switch (p.Kind)
+        {
+            case StartupKind.SslRequest:
+            case StartupKind.GssEncRequest:
+                // TLS arrives with a later issue: refuse; the client goes on in plaintext or gives up
+                _conn.Tell(Tcp.Write.Create(ByteString.FromBytes([(byte)'N'])));
+                return true;
+            case StartupKind.CancelRequest:
+                var target = _rt.Cancels.Find(p.CancelPid, p.CancelSecret);
+                target?.Tell(new CancelRequested());
+                _log.Info("client {0} {1}: cancel request for key {2}: {3}", Self.Path.Name, _remote, p.CancelPid, target == null ? "no such key" : "forwarded");
+                CloseNow();
+                return false;
+            case StartupKind.Unsupported:
+                Fatal(SqlState.ProtocolViolation, $"unsupported frontend protocol {p.Code >> 16}.{p.Code & 0xffff}: server supports 3.0");
+                return false;
+        }
+        if (_reject)
+        {
+            Fatal(SqlState.TooManyConnections, "no more connections allowed (max_client_conn)");
+            return false;
+        }
+        _user = p.Get("user") ?? "";
+        _database = p.Get("database") is { Length: > 0 } d ? d : _user;
+        if (_user.Length == 0) { Fatal(SqlState.InvalidAuthorization, "no PostgreSQL user name specified in startup packet"); return false; }
+        foreach (var (k, v) in p.Parameters)
+        {
+            if (k is "user" or "database") continue;
+            if (S.IgnoreStartupParameters.Contains(k, StringComparer.OrdinalIgnoreCase)) continue;
+            if (ClientParams.Canonical(k) == null)
+            {
+                Fatal(SqlState.FeatureNotSupported, $"unsupported startup parameter: {k} (add it to ignore-startup-parameters to let clients send it)");
+                return false;
+            }
+            _startupParams.Add(new(ClientParams.Canonical(k)!, v));
+        }
+        _db = S.FindDatabase(_database);
+        if (_db == null) { Fatal(SqlState.InvalidCatalogName, $"database \"{_database}\" does not exist (no entry in pooler.databases)"); return false; }
+        StartAuth();
+        return false;
+    }
+
+    // ---------------- Authentication ----------------
+
+    private void StartAuth()
+    {
+        var users = _rt.Users;
+        _userKnown = users != null && users.TryGetSecret(_user, out _secret);
+        var type = S.Auth.Type;
+        switch (type)
+        {
+            case AuthType.Trust:
+                if (users != null && !_userKnown) { AuthFailed(); return; }
+                AuthOk();
+                return;
+            case AuthType.Plain:
+                Send(PgMessages.AuthCleartext());
+                break;
+            case AuthType.Md5:
+                if (_secret != null && ScramServer.IsScramSecret(_secret))
+                {
+                    // an MD5 challenge cannot be checked against a SCRAM secret: use SCRAM, as PostgreSQL does
+                    goto case AuthType.ScramSha256;
+                }
+                _md5 = new Md5Challenge(RandomNumberGenerator.GetBytes(4));
+                Send(PgMessages.AuthMd5(_md5.Salt));
+                break;
+            case AuthType.ScramSha256:
+                // unknown users still get a full exchange, so a probe cannot tell them apart
+                _scramServer = new ScramServer(_userKnown && !Md5Auth.IsMd5Secret(_secret!) ? _secret! : ScramServer.MakeSecret(Convert.ToBase64String(RandomNumberGenerator.GetBytes(18))));
+                Send(PgMessages.AuthSasl("SCRAM-SHA-256"));
+                break;
+        }
+        _buf.TakeRemaining().AsSpan(); // nothing legitimate follows a startup packet before we answer
+        Become(Authenticating);
+        RequestRead();
+    }
+
+    private void Authenticating()
+    {
+        var sasl = 0;
+        var authBuf = new MessageBuffer(MaxStartupPacket);
+        Receive<Tcp.Received>(r =>
+        {
+            _readRequested = false;
+            authBuf.Append(r.Data.ToReadOnlySpan());
+            while (!_closing)
+            {
+                var res = authBuf.TryReadTyped(out var type, out var body);
+                if (res == ReadResult.NeedMore) { RequestRead(); return; }
+                if (res == ReadResult.Invalid || type != MsgType.Password)
+                {
+                    Fatal(SqlState.ProtocolViolation, type == MsgType.Terminate ? "client left during authentication" : "expected a password message during authentication");
+                    return;
+                }
+                var span = body.Span;
+                if (_scramServer != null)
+                {
+                    string? reply, error;
+                    if (sasl++ == 0)
+                    {
+                        var mech = Payload.CString(span, out var used);
+                        if (mech != "SCRAM-SHA-256") { Fatal(SqlState.ProtocolViolation, $"unsupported SASL mechanism {mech}"); return; }
+                        var len = Payload.Int32(span[used..]);
+                        var data = len < 0 ? "" : Encoding.UTF8.GetString(span.Slice(used + 4, Math.Min(len, span.Length - used - 4)));
+                        reply = _scramServer.HandleClientFirst(data, out error);
+                        if (reply == null) { SaslError(error); return; }
+                        Send(PgMessages.AuthSaslContinue(reply));
+                        continue;
+                    }
+                    reply = _scramServer.HandleClientFinal(Encoding.UTF8.GetString(span), out error);
+                    if (reply == null || !_userKnown) { SaslError(error ?? ScramServer.WrongPasswordError); return; }
+                    Send(PgMessages.AuthSaslFinal(reply));
+                    AuthOk();
+                    return;
+                }
+                var password = Payload.CString(span, out _);
+                if (_md5 != null ? _userKnown && Md5Auth.Verify(_secret!, _user, _md5.Salt, password) : _userKnown && CheckPlain(password))
+                {
+                    if (S.Auth.Type == AuthType.Plain && _secret != null && ScramServer.IsScramSecret(_secret)) _secret = password;
+                    AuthOk();
+                }
+                else AuthFailed();
+                return;
+            }
+        });
+        CommonClosed();
+    }
+
+    private bool CheckPlain(string password)
+    {
+        var secret = _secret!;
+        if (Md5Auth.IsMd5Secret(secret)) return CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(Md5Auth.Hash(password, _user)), Encoding.UTF8.GetBytes(secret));
+        if (ScramServer.IsScramSecret(secret))
+        {
+            var server = new ScramServer(secret);
+            return CryptographicOperations.FixedTimeEquals(
+                Encoding.ASCII.GetBytes(ScramServer.MakeSecret(password, server.Salt, server.Iterations)), Encoding.ASCII.GetBytes(secret));
+        }
+        return CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(password), Encoding.UTF8.GetBytes(secret));
+    }
+
+    private void SaslError(string? error)
+    {
+        if (error == null || error == ScramServer.WrongPasswordError) AuthFailed();
+        else Fatal(SqlState.ProtocolViolation, "SCRAM authentication failed: " + error);
+    }
+
+    private void AuthFailed() => Fatal(SqlState.InvalidPassword, $"password authentication failed for user \"{_user}\"");
+
+    private void AuthOk()
+    {
+        var w = new PgWriter(16);
+        PgMessages.AppendAuth(w, 0, default);
+        Send(w.ToArray());
+        var db = _db!;
+        var serverUser = db.User ?? _user;
+        string? password = db.Password;
+        if (password == null && _rt.Users is { } users && users.TryGetSecret(serverUser, out var sec)) password = sec;
+        if (serverUser == _user && _secret != null && S.Auth.Type == AuthType.Plain && !Md5Auth.IsMd5Secret(_secret)) password ??= _secret;
+        var keys = _scramServer?.ClientKey != null && serverUser == _user && db.Password == null;
+        var creds = new ServerCredentials(serverUser, password, keys ? _scramServer!.ClientKey : null, keys ? _scramServer!.ServerKey : null);
+        _rt.PoolManager.Tell(new PoolManager.Connect(db, creds, Self));
+        Become(LoggingIn);
+    }
+
+    private void LoggingIn()
+    {
+        Receive<Pool.Welcome>(w =>
+        {
+            _pool = Sender;
+            Timers.Cancel("login");
+            var writer = new PgWriter(512);
+            foreach (var (k, v) in w.ServerParams) _params.Set(k, v);
+            foreach (var (k, v) in _startupParams) _params.Set(k, v);
+            // the client sees the pool's parameters with its own settings on top
+            foreach (var (k, v) in w.ServerParams)
+                PgMessages.AppendParameterStatus(writer, k, _params.Get(ClientParams.Canonical(k) ?? "\0") ?? v);
+            foreach (var (k, v) in _startupParams)
+                if (!w.ServerParams.Any(p => string.Equals(p.Key, k, StringComparison.OrdinalIgnoreCase)))
+                    PgMessages.AppendParameterStatus(writer, k, v);
+            (_keyPid, var secret) = _rt.Cancels.Register(Self);
+            _keyRegistered = true;
+            PgMessages.AppendBackendKeyData(writer, _keyPid, secret);
+            writer.Bytes(PgMessages.ReadyForQuery((byte)'I'));
+            Send(writer.ToArray());
+            _log.Info("{0}: login ok", Who);
+            if (S.ClientIdleTimeout > TimeSpan.Zero)
+                Timers.StartPeriodicTimer("idle", new IdleTick(), TimeSpan.FromMilliseconds(Math.Clamp(S.ClientIdleTimeout.TotalMilliseconds / 4, 50, 1000)));
+            Become(Ready);
+            RequestRead();
+        });
+        Receive<Pool.Failure>(f => Fatal(f.SqlState, f.Message));
+        CommonClosed();
+    }
+
+    // ---------------- Ready / Waiting ----------------
+
+    private void Ready()
+    {
+        Receive<Tcp.Received>(r => OnClientData(r.Data));
+        Receive<ServerSession.Unlinked>(u =>
+        {
+            if (!ReferenceEquals(u.Link, _link)) return;
+            _link = null;
+            if (_draining) Fatal(SqlState.AdminShutdown, "pooler is shutting down");
+        });
+        Receive<ServerSession.Lost>(l => { if (ReferenceEquals(l.Link, _link)) Fatal(l.SqlState, l.Message); });
+        Receive<CancelRequested>(_ => { if (_link is { } l) l.Server.Tell(new ServerSession.CancelQuery(l)); });
+        Receive<Drain>(_ =>
+        {
+            _draining = true;
+            if (_link == null || _link.IsReleased) { Fatal(SqlState.AdminShutdown, "pooler is shutting down"); return; }
+            _link.ReleaseWhenIdle = true;
+            _link.Server.Tell(new ServerSession.ReleaseIfIdle(_link));
+        });
+        Receive<IdleTick>(_ =>
+        {
+            if ((_link == null || _link.IsReleased) && Environment.TickCount64 - _lastActivity > S.ClientIdleTimeout.TotalMilliseconds)
+                Fatal(SqlState.ProtocolViolation, "client_idle_timeout");
+        });
+        Receive<Tcp.ConnectionClosed>(_ => Leave());
+        Receive<Terminated>(_ => Leave());
+        Receive<Pool.Failure>(_ => { });
+        Receive<Tcp.Event>(e =>
+        {
+            if (_link != null && ReferenceEquals(e, _link.ServerAck))
+            {
+                _acksInFlight--;
+                if (_acksInFlight < MaxAcksInFlight) RequestRead();
+            }
+        });
+    }
+
+    private void Waiting()
+    {
+        Receive<ServerSession.Linked>(l =>
+        {
+            _link = l.Link;
+            _unackedBytes = 0;
+            _acksInFlight = 0;
+            var data = _held!;
+            var units = _heldUnits;
+            _held = null;
+            Become(Ready);
+            Forward(data, units);
+        });
+        Receive<Pool.Failure>(f => { _held = null; Fatal(f.SqlState, f.Message); });
+        Receive<ServerSession.Lost>(l => { _held = null; Fatal(l.SqlState, l.Message); });
+        Receive<ServerSession.Unlinked>(_ => { });
+        Receive<CancelRequested>(_ => { });
+        Receive<IdleTick>(_ => { });
+        Receive<Drain>(_ => _draining = true);
+        Receive<Tcp.ConnectionClosed>(_ => Leave());
+        Receive<Terminated>(_ => Leave());
+        Receive<Tcp.Event>(_ => { });
+    }
+
+    private void OnClientData(ByteString data)
+    {
+        _readRequested = false;
+        _lastActivity = Environment.TickCount64;
+        var span = data.ToReadOnlySpan();
+        var pos = 0;
+        var units = 0;
+        var terminateAt = -1;
+        while (true)
+        {
+            var ev = _scan.Next(span, ref pos);
+            if (ev == ScanEvent.End) break;
+            if (ev == ScanEvent.Invalid) { Fatal(SqlState.ProtocolViolation, "invalid message length"); return; }
+            if (ev != ScanEvent.Header) continue;
+            switch (_scan.Type)
+            {
+                case MsgType.Query or MsgType.FunctionCall or MsgType.Sync:
+                    if (!_inUnit) units++;
+                    _inUnit = false;
+                    break;
+                case MsgType.Parse or MsgType.Bind or MsgType.Describe or MsgType.Execute or MsgType.Close or MsgType.Flush:
+                    if (!_inUnit) { units++; _inUnit = true; }
+                    break;
+                case MsgType.CopyData or MsgType.CopyDone or MsgType.CopyFail:
+                    break;
+                case MsgType.Terminate:
+                    terminateAt = Math.Max(0, _scan.StartInChunk);
+                    break;
+                default:
+                    Fatal(SqlState.ProtocolViolation, $"invalid frontend message type {(char)_scan.Type} ({_scan.Type})");
+                    return;
+            }
+            if (terminateAt >= 0) break;
+        }
+        if (terminateAt >= 0)
+        {
+            if (terminateAt > 0) Forward(data.Slice(0, terminateAt), units);
+            Leave();
+            return;
+        }
+        Forward(data, units);
+    }
+
+    private void Forward(ByteString data, int units)
+    {
+        var link = _link;
+        if (link != null && link.TryAddUnits(units))
+        {
+            _unackedBytes += data.Count;
+            if (_unackedBytes >= AckEveryBytes)
+            {
+                _unackedBytes = 0;
+                _acksInFlight++;
+                link.ServerConn.Tell(Tcp.Write.Create(data, link.ServerAck));
+            }
+            else link.ServerConn.Tell(Tcp.Write.Create(data));
+            if (_acksInFlight < MaxAcksInFlight) RequestRead();
+            return;
+        }
+        _link = null;
+        if (units == 0)
+        {
+            // no message here starts a new unit: it is the tail of a COPY the server already ended
+            RequestRead();
+            return;
+        }
+        if (_draining) { Fatal(SqlState.AdminShutdown, "pooler is shutting down"); return; }
+        _held = data;
+        _heldUnits = units;
+        _pool.Tell(new Pool.Acquire(Self, _conn, _params));
+        Become(Waiting);
+    }
+
+    private void Leave()
+    {
+        if (_closing) return;
+        _log.Debug("{0}: client left", Who);
+        if (_link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.ClientGone(l));
+        _link = null;
+        if (_held != null) { _pool.Tell(new Pool.CancelWait(Self)); _held = null; }
+        _closing = true;
+        _conn.Tell(Tcp.Close.Instance);
+        Context.Stop(Self);
+    }
+}

@@ -1,0 +1,54 @@
+using System.Net;
+using Akka.Actor;
+using Akka.Event;
+using Akka.IO;
+
+namespace Pooler.Actors.Client;
+
+/// <summary>
+/// Binds the listen address (Akka.IO, pull mode so accepting and reading are paced by us) and
+/// starts one ClientSession per connection; past max-client-conn the session only says 53300.
+/// </summary>
+public sealed class Listener : ReceiveActor
+{
+    public sealed record Unbind;
+    /// <summary>Stop accepting and ask every client to leave at its next transaction boundary.</summary>
+    public sealed record DrainAll;
+
+    public static Props Props(PoolerRuntime rt, EndPoint endpoint, TaskCompletionSource<EndPoint> bound)
+        => Akka.Actor.Props.Create(() => new Listener(rt, endpoint, bound));
+
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private IActorRef _socket = ActorRefs.Nobody;
+    private long _seq;
+
+    public Listener(PoolerRuntime rt, EndPoint endpoint, TaskCompletionSource<EndPoint> bound)
+    {
+        Context.System.Tcp().Tell(new Tcp.Bind(Self, endpoint, backlog: 4096, pullMode: true));
+        Receive<Tcp.Bound>(b =>
+        {
+            _socket = Sender;
+            _socket.Tell(new Tcp.ResumeAccepting(1));
+            _log.Info("listener node {0}: accepting on {1}", rt.NodeName, b.LocalAddress);
+            bound.TrySetResult(b.LocalAddress);
+        });
+        Receive<Tcp.CommandFailed>(f =>
+        {
+            bound.TrySetException(new InvalidOperationException($"cannot listen on {endpoint}: {(f.Cause.HasValue ? f.Cause.Value.Message : "bind failed")}"));
+            Context.Stop(Self);
+        });
+        Receive<Tcp.Connected>(c =>
+        {
+            var reject = rt.ClientCount >= rt.Settings.MaxClientConn;
+            Context.ActorOf(ClientSession.Props(rt, Sender, c.RemoteAddress.ToString() ?? "?", reject), $"client-{++_seq}");
+            _socket.Tell(new Tcp.ResumeAccepting(1));
+        });
+        Receive<Unbind>(_ => _socket.Tell(Tcp.Unbind.Instance));
+        Receive<Tcp.Unbound>(_ => _log.Info("listener node {0}: stopped accepting", rt.NodeName));
+        Receive<DrainAll>(_ =>
+        {
+            _socket.Tell(Tcp.Unbind.Instance);
+            foreach (var child in Context.GetChildren()) child.Tell(new ClientSession.Drain());
+        });
+    }
+}

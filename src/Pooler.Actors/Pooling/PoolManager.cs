@@ -1,0 +1,73 @@
+using Akka.Actor;
+using Akka.Event;
+using Pooler.Actors.Config;
+
+namespace Pooler.Actors.Pooling;
+
+/// <summary>
+/// Owns the pools of a node, one per (database, server user), created on first use; passes
+/// reloaded settings on; answers admin-style questions about them.
+/// </summary>
+public sealed class PoolManager : ReceiveActor
+{
+    /// <summary>A logged-in client wants the pool for this database and login; the pool answers it with Welcome.</summary>
+    public sealed record Connect(DatabaseSettings Db, ServerCredentials Creds, IActorRef Client);
+    public sealed record SettingsChanged(PoolerSettings Settings);
+    public sealed record ReconnectAll;
+    public sealed record GetPoolStats;
+    public sealed record PoolStats(IReadOnlyDictionary<string, Pool.Stats> Pools);
+
+    public static Props Props(PoolerRuntime rt) => Akka.Actor.Props.Create(() => new PoolManager(rt));
+
+    private readonly Dictionary<(string Db, string User), (IActorRef Pool, DatabaseSettings Db, ServerCredentials Creds)> _pools = new();
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private int _seq;
+
+    public PoolManager(PoolerRuntime rt)
+    {
+        Receive<Connect>(c =>
+        {
+            var key = (c.Db.Name, c.Creds.User);
+            if (!_pools.TryGetValue(key, out var entry))
+            {
+                var pool = Context.ActorOf(Pool.Props(rt, c.Db, c.Creds), $"pool-{++_seq}");
+                entry = (pool, c.Db, c.Creds);
+                _pools[key] = entry;
+                _log.Info("pool {0}/{1} node {2}: created for {3}:{4}/{5}", c.Db.Name, c.Creds.User, rt.NodeName, c.Db.Host, c.Db.Port, c.Db.DbName);
+            }
+            else if (entry.Creds.ScramClientKey == null && c.Creds.ScramClientKey != null)
+            {
+                // a later SCRAM login brings the keys the pool lacked (e.g. the first client used trust)
+                entry = entry with { Creds = c.Creds };
+                _pools[key] = entry;
+                entry.Pool.Tell(new Pool.UpdateSettings(entry.Db, c.Creds));
+            }
+            entry.Pool.Tell(new Pool.Login(c.Client), c.Client);
+        });
+        Receive<SettingsChanged>(m =>
+        {
+            foreach (var (key, entry) in _pools.ToArray())
+            {
+                var db = m.Settings.FindDatabase(key.Db);
+                if (db == null)
+                {
+                    _log.Info("pool {0}/{1} node {2}: database removed from configuration; closing idle servers", key.Db, key.User, rt.NodeName);
+                    entry.Pool.Tell(new Pool.Reconnect());
+                    continue;
+                }
+                var creds = entry.Creds with { Password = db.Password ?? (rt.Users != null && rt.Users.TryGetSecret(key.User, out var s) ? s : entry.Creds.Password) };
+                _pools[key] = (entry.Pool, db, creds);
+                entry.Pool.Tell(new Pool.UpdateSettings(db, creds));
+            }
+        });
+        Receive<ReconnectAll>(_ => { foreach (var e in _pools.Values) e.Pool.Tell(new Pool.Reconnect()); });
+        ReceiveAsync<GetPoolStats>(async _ =>
+        {
+            var sender = Sender;
+            var result = new Dictionary<string, Pool.Stats>();
+            foreach (var (key, e) in _pools)
+                result[$"{key.Db}/{key.User}"] = await e.Pool.Ask<Pool.Stats>(new Pool.GetStats(), TimeSpan.FromSeconds(5));
+            sender.Tell(new PoolStats(result));
+        });
+    }
+}
