@@ -53,6 +53,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private bool _userKnown;
     private string? _secret;
     private IActorRef _pool = ActorRefs.Nobody;
+    private IdleServers _idleServers = new();
     private int _keyPid;
     private bool _keyRegistered;
 
@@ -340,6 +341,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         Receive<Pool.Welcome>(w =>
         {
             _pool = Sender;
+            _idleServers = w.Idle;
             Timers.Cancel("login");
             var writer = new PgWriter(512);
             foreach (var (k, v) in w.ServerParams) _params.Set(k, v);
@@ -372,9 +374,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         Receive<Tcp.Received>(r => OnClientData(r.Data));
         Receive<ServerSession.Unlinked>(u =>
         {
-            if (!ReferenceEquals(u.Link, _link)) return;
-            _link = null;
-            if (_draining) Fatal(SqlState.AdminShutdown, "pooler is shutting down");
+            if (ReferenceEquals(u.Link, _link) && _draining) Fatal(SqlState.AdminShutdown, "pooler is shutting down");
         });
         Receive<ServerSession.Lost>(l => { if (ReferenceEquals(l.Link, _link)) Fatal(l.SqlState, l.Message); });
         Receive<CancelRequested>(_ => { if (_link is { } l) l.Server.Tell(new ServerSession.CancelQuery(l)); });
@@ -475,15 +475,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         var link = _link;
         if (link != null && link.TryAddUnits(units))
         {
-            _unackedBytes += data.Count;
-            if (_unackedBytes >= AckEveryBytes)
-            {
-                _unackedBytes = 0;
-                _acksInFlight++;
-                link.ServerConn.Tell(Tcp.Write.Create(data, link.ServerAck));
-            }
-            else link.ServerConn.Tell(Tcp.Write.Create(data));
-            if (_acksInFlight < MaxAcksInFlight) RequestRead();
+            Write(link, data);
             return;
         }
         _link = null;
@@ -494,10 +486,43 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             return;
         }
         if (_draining) { Fatal(SqlState.AdminShutdown, "pooler is shutting down"); return; }
+        if (_idleServers.TryTake() is { } h)
+        {
+            var check = !string.IsNullOrWhiteSpace(S.ServerCheckQuery) && DateTime.UtcNow - h.IdleSince >= S.ServerCheckDelay;
+            if (!check && h.Matches(_params))
+            {
+                // fast path: link to a parked server directly; it learns of the link before our bytes reach it
+                link = new Link(Link.NextId(), Self, _conn, h.Server, h.Conn, _params);
+                h.Server.Tell(new ServerSession.Attach(link));
+                _link = link;
+                _unackedBytes = 0;
+                _acksInFlight = 0;
+                link.TryAddUnits(units);
+                Write(link, data);
+                return;
+            }
+            // the server must first run its check query or SET the client's settings
+            h.Server.Tell(new ServerSession.Assign(Self, _conn, _params, h.IdleSince));
+        }
+        else _pool.Tell(new Pool.Acquire(Self, _conn, _params));
         _held = data;
         _heldUnits = units;
-        _pool.Tell(new Pool.Acquire(Self, _conn, _params));
         Become(Waiting);
+    }
+
+    private void Write(Link link, ByteString data)
+    {
+        {
+            _unackedBytes += data.Count;
+            if (_unackedBytes >= AckEveryBytes)
+            {
+                _unackedBytes = 0;
+                _acksInFlight++;
+                link.ServerConn.Tell(Tcp.Write.Create(data, link.ServerAck));
+            }
+            else link.ServerConn.Tell(Tcp.Write.Create(data));
+            if (_acksInFlight < MaxAcksInFlight) RequestRead();
+        }
     }
 
     private void Leave()

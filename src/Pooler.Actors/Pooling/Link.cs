@@ -15,7 +15,10 @@ namespace Pooler.Actors.Pooling;
 public sealed class Link(long id, IActorRef client, IActorRef clientConn, IActorRef server, IActorRef serverConn, ClientParams clientParams)
 {
     private const int Released = int.MinValue / 2;
+    private static long _seq;
     private int _pending;
+
+    public static long NextId() => Interlocked.Increment(ref _seq);
 
     public long Id { get; } = id;
     public IActorRef Client { get; } = client;

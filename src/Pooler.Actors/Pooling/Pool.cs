@@ -20,14 +20,14 @@ public sealed class Pool : ReceiveActor, IWithTimers
     // ---- messages ----
     /// <summary>A logged-in client asks for the pool's server parameters (the first server is opened if needed).</summary>
     public sealed record Login(IActorRef Client);
-    public sealed record Welcome(IReadOnlyList<KeyValuePair<string, string>> ServerParams);
+    public sealed record Welcome(IReadOnlyList<KeyValuePair<string, string>> ServerParams, IdleServers Idle);
     /// <summary>A client needs a server for its next transaction.</summary>
     public sealed record Acquire(IActorRef Client, IActorRef ClientConn, ClientParams Params);
     /// <summary>A waiting client left.</summary>
     public sealed record CancelWait(IActorRef Client);
     /// <summary>To a client: no server could be had; it should send this error and close.</summary>
     public sealed record Failure(string SqlState, string Message);
-    public sealed record ServerReady(IActorRef Server, IReadOnlyList<KeyValuePair<string, string>> Params);
+    public sealed record ServerReady(ServerHandle Handle, IReadOnlyList<KeyValuePair<string, string>> Params);
     public sealed record ServerIdle(IActorRef Server);
     public sealed record ServerConnectFailed(IActorRef Server, string SqlState, string Message);
     /// <summary>A server could not take an assignment (its check query failed): give the client another.</summary>
@@ -38,8 +38,8 @@ public sealed class Pool : ReceiveActor, IWithTimers
     public sealed record Stats(int Idle, int Active, int Connecting, int Waiting, int Total);
     private sealed record Tick;
 
-    public static Props Props(PoolerRuntime runtime, DatabaseSettings db, ServerCredentials creds)
-        => Akka.Actor.Props.Create(() => new Pool(runtime, db, creds));
+    public static Props Props(PoolerRuntime runtime, DatabaseSettings db, ServerCredentials creds, IdleServers idle)
+        => Akka.Actor.Props.Create(() => new Pool(runtime, db, creds, idle));
 
     private readonly PoolerRuntime _rt;
     private DatabaseSettings _db;
@@ -47,31 +47,28 @@ public sealed class Pool : ReceiveActor, IWithTimers
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly string _name;
 
-    private sealed class ServerInfo(IActorRef server, DateTime openedAt, int generation)
+    private sealed class ServerInfo
     {
-        public IActorRef Server { get; } = server;
-        public DateTime OpenedAt { get; } = openedAt;
-        public int Generation { get; } = generation;
-        public DateTime IdleSince;
-        public bool Ready;
+        public ServerHandle? Handle;
+        public bool Ready => Handle != null;
     }
 
     private readonly Dictionary<IActorRef, ServerInfo> _servers = new();
-    private readonly List<ServerInfo> _idle = new(); // LIFO: the most recently used server is reused first
+    private readonly IdleServers _idle;
     private readonly LinkedList<(Acquire Req, DateTime Since)> _waiting = new();
     private readonly List<IActorRef> _loginWaiters = new();
     private IReadOnlyList<KeyValuePair<string, string>>? _template;
     private int _connecting;
-    private int _generation;
     private long _serverSeq;
     private DateTime _retryAfter = DateTime.MinValue;
     private (string SqlState, string Message)? _lastFailure;
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public Pool(PoolerRuntime runtime, DatabaseSettings db, ServerCredentials creds)
+    public Pool(PoolerRuntime runtime, DatabaseSettings db, ServerCredentials creds, IdleServers idle)
     {
         _rt = runtime;
+        _idle = idle;
         _db = db;
         _creds = creds;
         _name = $"{db.Name}/{creds.User}";
@@ -82,7 +79,13 @@ public sealed class Pool : ReceiveActor, IWithTimers
         Receive<ServerReady>(OnServerReady);
         Receive<ServerIdle>(OnServerIdle);
         Receive<ServerConnectFailed>(OnConnectFailed);
-        Receive<Requeue>(r => { _waiting.AddFirst((r.Request, DateTime.UtcNow)); Fill(); });
+        Receive<Requeue>(r =>
+        {
+            var h = _idle.TakeOrWait();
+            if (h != null) { h.Server.Tell(new ServerSession.Assign(r.Request.Client, r.Request.ClientConn, r.Request.Params, h.IdleSince)); return; }
+            _waiting.AddFirst((r.Request, DateTime.UtcNow));
+            Fill();
+        });
         Receive<Terminated>(t => OnServerGone(t.ActorRef));
         Receive<Tick>(_ => OnTick());
         Receive<UpdateSettings>(OnUpdate);
@@ -97,13 +100,15 @@ public sealed class Pool : ReceiveActor, IWithTimers
     }
 
     private PoolerSettings S => _rt.Settings;
-    private int Active => _servers.Count - _idle.Count - _connecting;
-
-    private Stats CurrentStats() => new(_idle.Count, Active, _connecting, _waiting.Count, _servers.Count);
+    private Stats CurrentStats()
+    {
+        var idle = _idle.Count;
+        return new(idle, _servers.Count - idle - _connecting, _connecting, _waiting.Count, _servers.Count);
+    }
 
     private void OnLogin(Login m)
     {
-        if (_template != null) { m.Client.Tell(new Welcome(_template)); return; }
+        if (_template != null) { m.Client.Tell(new Welcome(_template, _idle)); return; }
         if (_lastFailure is { } f && _servers.Count == 0 && DateTime.UtcNow < _retryAfter)
         {
             m.Client.Tell(new Failure(f.SqlState, f.Message));
@@ -116,16 +121,15 @@ public sealed class Pool : ReceiveActor, IWithTimers
 
     private void OnAcquire(Acquire req)
     {
-        if (_idle.Count > 0)
-        {
-            var s = _idle[^1];
-            _idle.RemoveAt(_idle.Count - 1);
-            s.Server.Tell(new ServerSession.Assign(req.Client, req.ClientConn, req.Params, s.IdleSince));
-            return;
-        }
         if (_servers.Count == 0 && _lastFailure is { } f && DateTime.UtcNow < _retryAfter)
         {
             req.Client.Tell(new Failure(f.SqlState, f.Message));
+            return;
+        }
+        var h = _idle.TakeOrWait();
+        if (h != null)
+        {
+            h.Server.Tell(new ServerSession.Assign(req.Client, req.ClientConn, req.Params, h.IdleSince));
             return;
         }
         _waiting.AddLast((req, DateTime.UtcNow));
@@ -136,7 +140,7 @@ public sealed class Pool : ReceiveActor, IWithTimers
     private void RemoveWaiter(IActorRef client)
     {
         for (var n = _waiting.First; n != null; n = n.Next)
-            if (n.Value.Req.Client.Equals(client)) { _waiting.Remove(n); return; }
+            if (n.Value.Req.Client.Equals(client)) { _waiting.Remove(n); _idle.WaiterLeft(); return; }
     }
 
     /// <summary>Opens servers while clients wait for them and the limits allow.</summary>
@@ -160,9 +164,9 @@ public sealed class Pool : ReceiveActor, IWithTimers
 
         var name = $"server-{++_serverSeq}";
         var spec = new ServerSession.Spec(_db, _creds, _name);
-        var server = Context.ActorOf(ServerSession.Props(_rt, Self, spec), name);
+        var server = Context.ActorOf(ServerSession.Props(_rt, Self, spec, _idle), name);
         Context.Watch(server);
-        _servers[server] = new ServerInfo(server, DateTime.UtcNow, _generation);
+        _servers[server] = new ServerInfo();
         _connecting++;
         if (reserveOk && _servers.Count > size)
             _log.Info("pool {0} node {1}: using reserve pool ({2} servers)", _name, _rt.NodeName, _servers.Count);
@@ -171,42 +175,47 @@ public sealed class Pool : ReceiveActor, IWithTimers
 
     private void OnServerReady(ServerReady m)
     {
-        if (!_servers.TryGetValue(m.Server, out var info)) return;
+        if (!_servers.TryGetValue(m.Handle.Server, out var info)) return;
         _connecting--;
-        info.Ready = true;
+        info.Handle = m.Handle;
         _lastFailure = null;
         if (_template == null)
         {
             _template = m.Params;
-            foreach (var c in _loginWaiters) { c.Tell(new Welcome(_template)); UnwatchIfDone(c); }
+            foreach (var c in _loginWaiters) { c.Tell(new Welcome(_template, _idle)); UnwatchIfDone(c); }
             _loginWaiters.Clear();
         }
-        GiveOrPark(info);
+        GiveOrPark(m.Handle);
     }
 
+    /// <summary>A released server found clients waiting (or is due to close): the pool decides.</summary>
     private void OnServerIdle(ServerIdle m)
     {
-        if (!_servers.TryGetValue(m.Server, out var info)) return;
-        // a server past its lifetime or from before a reconnect/reload is closed instead of reused
-        if (info.Generation != _generation || (S.ServerLifetime > TimeSpan.Zero && DateTime.UtcNow - info.OpenedAt > S.ServerLifetime))
+        if (!_servers.TryGetValue(m.Server, out var info) || info.Handle == null) return;
+        if (IsRetired(info.Handle))
         {
             m.Server.Tell(new ServerSession.Close("server lifetime over or configuration changed"));
             return;
         }
-        GiveOrPark(info);
+        GiveOrPark(info.Handle);
     }
 
-    private void GiveOrPark(ServerInfo info)
+    /// <summary>A server past its lifetime or from before a reconnect/reload is closed instead of reused.</summary>
+    private bool IsRetired(ServerHandle h)
+        => h.Generation != _idle.Generation || (S.ServerLifetime > TimeSpan.Zero && DateTime.UtcNow - h.OpenedAt > S.ServerLifetime);
+
+    private void GiveOrPark(ServerHandle h)
     {
         if (_waiting.First is { } n)
         {
             _waiting.RemoveFirst();
+            _idle.WaiterLeft();
             UnwatchIfDone(n.Value.Req.Client);
-            info.Server.Tell(new ServerSession.Assign(n.Value.Req.Client, n.Value.Req.ClientConn, n.Value.Req.Params, DateTime.UtcNow));
+            h.Server.Tell(new ServerSession.Assign(n.Value.Req.Client, n.Value.Req.ClientConn, n.Value.Req.Params, DateTime.UtcNow));
             return;
         }
-        info.IdleSince = DateTime.UtcNow;
-        _idle.Add(info);
+        h.IdleSince = DateTime.UtcNow;
+        _idle.Park(h);
     }
 
     private void OnConnectFailed(ServerConnectFailed m)
@@ -222,7 +231,7 @@ public sealed class Pool : ReceiveActor, IWithTimers
     {
         foreach (var c in _loginWaiters) { c.Tell(new Failure(sqlState, message)); Context.Unwatch(c); }
         _loginWaiters.Clear();
-        foreach (var (req, _) in _waiting) { req.Client.Tell(new Failure(sqlState, message)); Context.Unwatch(req.Client); }
+        foreach (var (req, _) in _waiting) { req.Client.Tell(new Failure(sqlState, message)); Context.Unwatch(req.Client); _idle.WaiterLeft(); }
         _waiting.Clear();
     }
 
@@ -231,7 +240,6 @@ public sealed class Pool : ReceiveActor, IWithTimers
         if (_servers.Remove(actor, out var info))
         {
             if (!info.Ready) _connecting--;
-            _idle.Remove(info);
             _rt.Budget.Return(_db.Name, _creds.User);
             Fill();
             return;
@@ -255,21 +263,22 @@ public sealed class Pool : ReceiveActor, IWithTimers
             while (_waiting.First is { } n && now - n.Value.Since > S.QueryWaitTimeout)
             {
                 _waiting.RemoveFirst();
+                _idle.WaiterLeft();
                 UnwatchIfDone(n.Value.Req.Client);
                 n.Value.Req.Client.Tell(new Failure(SqlState.ProtocolViolation, "query_wait_timeout"));
             }
         }
         // idle servers: server-idle-timeout and server-lifetime, keeping min-pool-size open
         var min = S.MinPoolSizeFor(_db);
-        for (var i = 0; i < _idle.Count && _servers.Count > min; i++)
+        var extra = _servers.Count - min;
+        if (extra > 0)
         {
-            var s = _idle[i];
-            var tooIdle = S.ServerIdleTimeout > TimeSpan.Zero && now - s.IdleSince > S.ServerIdleTimeout;
-            var tooOld = S.ServerLifetime > TimeSpan.Zero && now - s.OpenedAt > S.ServerLifetime;
-            if (tooIdle || tooOld)
+            var expired = _idle.TakeWhere(h =>
+                (S.ServerIdleTimeout > TimeSpan.Zero && now - h.IdleSince > S.ServerIdleTimeout) || IsRetired(h), keep: 0);
+            foreach (var h in expired)
             {
-                _idle.RemoveAt(i--);
-                s.Server.Tell(new ServerSession.Close(tooIdle ? "server idle timeout" : "server lifetime"));
+                if (extra-- > 0 || IsRetired(h)) h.Server.Tell(new ServerSession.Close(IsRetired(h) ? "server lifetime or reconnect" : "server idle timeout"));
+                else _idle.Park(h);
             }
         }
         Fill();
@@ -288,9 +297,8 @@ public sealed class Pool : ReceiveActor, IWithTimers
     /// <summary>Closes idle servers now and busy ones when they are released (RECONNECT, reload).</summary>
     private void Retire()
     {
-        _generation++;
-        foreach (var s in _idle) s.Server.Tell(new ServerSession.Close("reconnect"));
-        _idle.Clear();
+        _idle.NewGeneration();
+        foreach (var h in _idle.TakeWhere(_ => true, keep: 0)) h.Server.Tell(new ServerSession.Close("reconnect"));
     }
 
     protected override void PostStop()

@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Net;
 using System.Text;
 using Akka.Actor;
@@ -19,6 +20,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     public sealed record Spec(DatabaseSettings Db, ServerCredentials Creds, string PoolName);
     /// <summary>From the pool: serve this client (idleSince drives server-check-delay).</summary>
     public sealed record Assign(IActorRef Client, IActorRef ClientConn, ClientParams Params, DateTime IdleSince);
+    /// <summary>From a client that took this server from the idle list and already writes to it.</summary>
+    public sealed record Attach(Link Link);
     public sealed record Close(string Reason);
     /// <summary>From the client: it left while linked.</summary>
     public sealed record ClientGone(Link Link);
@@ -35,8 +38,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private sealed record WatchTick;
     private sealed record LoginTimeout;
 
-    public static Props Props(PoolerRuntime rt, IActorRef pool, Spec spec)
-        => Akka.Actor.Props.Create(() => new ServerSession(rt, pool, spec));
+    public static Props Props(PoolerRuntime rt, IActorRef pool, Spec spec, IdleServers idle)
+        => Akka.Actor.Props.Create(() => new ServerSession(rt, pool, spec, idle));
 
     private const int AckEveryBytes = 64 * 1024;
     private const int MaxAcksInFlight = 2;
@@ -44,6 +47,9 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private readonly PoolerRuntime _rt;
     private readonly IActorRef _pool;
     private readonly Spec _spec;
+    private readonly IdleServers _idle;
+    private ServerHandle? _handle;
+    private bool _paramsChanged;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly Dictionary<string, string> _params = new(StringComparer.OrdinalIgnoreCase);
     private readonly List<KeyValuePair<string, string>> _paramList = new();
@@ -64,9 +70,10 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public ServerSession(PoolerRuntime rt, IActorRef pool, Spec spec)
+    public ServerSession(PoolerRuntime rt, IActorRef pool, Spec spec, IdleServers idle)
     {
         _rt = rt;
+        _idle = idle;
         _pool = pool;
         _spec = spec;
         var max = rt.Settings.MaxPacketSize;
@@ -165,8 +172,10 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             case MsgType.ReadyForQuery:
                 Timers.Cancel("login");
                 _log.Info("{0}: logged in to {1}:{2} as {3}", Who, _spec.Db.Host, _spec.Db.Port, _spec.Creds.User);
-                _pool.Tell(new Pool.ServerReady(Self, _paramList.ToArray()));
+                _handle = new ServerHandle(Self, _conn, DateTime.UtcNow, _idle.Generation);
+                RefreshSnapshot();
                 BecomeIdle();
+                _pool.Tell(new Pool.ServerReady(_handle, _paramList.ToArray()));
                 return false;
             default:
                 return true; // NoticeResponse and the like
@@ -234,9 +243,17 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
 
     private void SetParam(string name, string value)
     {
+        _paramsChanged = true;
         _params[name] = value;
         var i = _paramList.FindIndex(p => p.Key == name);
         if (i >= 0) _paramList[i] = new(name, value); else _paramList.Add(new(name, value));
+    }
+
+    private void RefreshSnapshot()
+    {
+        if (!_paramsChanged || _handle == null) return;
+        _paramsChanged = false;
+        _handle.Params = _params.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase);
     }
 
     private void Send(byte[] bytes) => _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(bytes)));
@@ -260,6 +277,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private void Idle()
     {
         Receive<Assign>(OnAssign);
+        Receive<Attach>(a => StartRelay(a.Link));
         Receive<Tcp.Received>(r =>
         {
             _readRequested = false;
@@ -268,20 +286,47 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             {
                 if (type == MsgType.ErrorResponse)
                 {
-                    _log.Info("{0}: idle server sent {1}; closing it", Who, Payload.ErrorSummary(body.Span));
-                    Context.Stop(Self);
+                    DieWhileIdle($"idle server sent {Payload.ErrorSummary(body.Span)}");
                     return;
                 }
                 if (type == MsgType.ParameterStatus && Payload.TryParameterStatus(body.Span, out var n, out var v)) SetParam(n, v);
             }
             RequestRead();
         });
-        Receive<Tcp.ConnectionClosed>(_ => { _log.Info("{0}: idle server closed the connection", Who); Context.Stop(Self); });
+        Receive<Tcp.ConnectionClosed>(_ => DieWhileIdle("idle server closed the connection"));
         Receive<Close>(c => Terminate(c.Reason));
         Receive<ClientGone>(_ => { });
         Receive<CancelQuery>(_ => { });
         Receive<ReleaseIfIdle>(_ => { });
         Receive<Tcp.Event>(_ => { }); // acks of an earlier link
+    }
+
+    /// <summary>
+    /// The server is unusable while parked. If a client took it from the idle list in the meantime,
+    /// its Attach or Assign is on the way: answer it before stopping so the client is not left waiting.
+    /// </summary>
+    private void DieWhileIdle(string reason)
+    {
+        _log.Info("{0}: {1}; closing it", Who, reason);
+        if (_handle == null || _handle.TryMarkDead()) { Context.Stop(Self); return; }
+        Become(() =>
+        {
+            Receive<Attach>(a =>
+            {
+                a.Link.ForceRelease();
+                a.Link.Client.Tell(new Lost(a.Link, SqlState.ConnectionFailure, "server connection closed unexpectedly (the backend may have restarted)"));
+                Context.Stop(Self);
+            });
+            Receive<Assign>(a =>
+            {
+                _pool.Tell(new Pool.Requeue(new Pool.Acquire(a.Client, a.ClientConn, a.Params)));
+                Context.Stop(Self);
+            });
+            Receive<Close>(_ => Context.Stop(Self));
+            Receive<LoginTimeout>(_ => Context.Stop(Self));
+            ReceiveAny(_ => { });
+        });
+        Timers.StartSingleTimer("dying", new LoginTimeout(), TimeSpan.FromSeconds(5));
     }
 
     private void Terminate(string reason)
@@ -327,8 +372,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             {
                 var link = new Link(0, a.Client, a.ClientConn, Self, _conn, a.Params);
                 a.Client.Tell(new Lost(link, SqlState.ProtocolViolation, "could not apply session settings on the server: " + error));
-                BecomeIdle();
-                _pool.Tell(new Pool.ServerIdle(Self));
+                GoIdle();
                 return;
             }
             LinkTo(a);
@@ -338,8 +382,15 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private void LinkTo(Assign a)
     {
         _pendingAssign = null;
+        var link = new Link(Link.NextId(), a.Client, a.ClientConn, Self, _conn, a.Params);
+        StartRelay(link);
+        a.Client.Tell(new Linked(link));
+    }
+
+    private void StartRelay(Link link)
+    {
         _mode = S.ModeFor(_spec.Db);
-        _link = new Link(Interlocked.Increment(ref _linkSeq), a.Client, a.ClientConn, Self, _conn, a.Params);
+        _link = link;
         _unackedBytes = 0;
         _acksInFlight = 0;
         _busySince = _idleTxSince = null;
@@ -347,11 +398,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         Become(Relaying);
         if (S.QueryTimeout > TimeSpan.Zero || S.IdleTransactionTimeout > TimeSpan.Zero)
             Timers.StartPeriodicTimer("watch", new WatchTick(), TimeSpan.FromMilliseconds(100));
-        a.Client.Tell(new Linked(_link));
         RequestRead();
     }
-
-    private static long _linkSeq;
 
     // ---------------- Internal queries ----------------
 
@@ -428,6 +476,12 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         });
         Receive<Close>(c => { _link?.ForceRelease(); Terminate(c.Reason); });
         Receive<Assign>(a => _pool.Tell(new Pool.Requeue(new Pool.Acquire(a.Client, a.ClientConn, a.Params))));
+        Receive<Attach>(a =>
+        {
+            // cannot happen (a linked server is never parked); refuse rather than mix two clients
+            a.Link.ForceRelease();
+            a.Link.Client.Tell(new Lost(a.Link, SqlState.ProtocolViolation, "internal error: server already linked"));
+        });
         Receive<Tcp.Event>(e =>
         {
             if (_link != null && ReferenceEquals(e, _link.ClientAck))
@@ -480,8 +534,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             }
             if (_txStatus == (byte)'I' && (_mode != PoolMode.Session || link.ReleaseWhenIdle) && link.TryRelease())
             {
-                // the client must learn of the release before it can see this ReadyForQuery (mailbox order)
-                link.Client.Tell(new Unlinked(link));
+                // a draining client must learn of the release before it can see this ReadyForQuery (mailbox order)
+                if (link.ReleaseWhenIdle) link.Client.Tell(new Unlinked(link));
                 WriteToClient(link, data);
                 AfterRelease(runReset: S.ServerResetQueryAlways);
                 return;
@@ -515,13 +569,22 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             RunInternal(reset, error =>
             {
                 if (error != null) { _log.Warning("{0}: server-reset-query failed ({1}); closing it", Who, error); Context.Stop(Self); return; }
-                BecomeIdle();
-                _pool.Tell(new Pool.ServerIdle(Self));
+                GoIdle();
             });
             return;
         }
+        GoIdle();
+    }
+
+    /// <summary>Parks on the idle list unless clients wait or the server is due to close: then the pool decides.</summary>
+    private void GoIdle()
+    {
         BecomeIdle();
-        _pool.Tell(new Pool.ServerIdle(Self));
+        var h = _handle!;
+        RefreshSnapshot();
+        h.IdleSince = DateTime.UtcNow;
+        var retired = h.Generation != _idle.Generation || (S.ServerLifetime > TimeSpan.Zero && h.IdleSince - h.OpenedAt > S.ServerLifetime);
+        if (retired || !_idle.TryPark(h)) _pool.Tell(new Pool.ServerIdle(Self));
     }
 
     private void OnClientGone()
