@@ -1,1 +1,104 @@
-Console.WriteLine("x");
+using System.Runtime.InteropServices;
+using System.Threading.Channels;
+using Akka.Actor;
+using Akka.Configuration;
+using Akka.Event;
+using Pooler.Actors;
+using Pooler.Actors.Config;
+using Pooler.Host;
+
+HostOptions options;
+try
+{
+    options = HostOptions.Parse(args);
+}
+catch (UsageException e)
+{
+    Console.Error.WriteLine($"pooler: {e.Message}");
+    Console.Error.WriteLine(HostOptions.Usage);
+    return 2;
+}
+if (options.ShowHelp)
+{
+    Console.WriteLine(HostOptions.Usage);
+    return 0;
+}
+
+Config config;
+PoolerSettings settings;
+try
+{
+    (config, settings) = options.Load(HostOptions.ProcessEnvironment());
+}
+catch (ConfigException e)
+{
+    Console.Error.WriteLine($"pooler: invalid configuration: {e.Message}");
+    return 2;
+}
+
+ActorSystem system;
+try
+{
+    system = ActorSystem.Create("pooler", config.WithFallback(ConfigurationFactory.Default()));
+}
+catch (Exception e)
+{
+    Console.Error.WriteLine($"pooler: invalid configuration: akka: {e.Message}");
+    return 2;
+}
+var log = Logging.GetLogger(system, "pooler");
+
+// Signals are queued and handled one at a time on this (main) flow.
+var signals = Channel.CreateUnbounded<PosixSignal>();
+void Queue(PosixSignalContext context)
+{
+    context.Cancel = true;
+    signals.Writer.TryWrite(context.Signal);
+}
+using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, Queue);
+using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, Queue);
+using var onHup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, Queue);
+
+PoolerService service;
+try
+{
+    service = await PoolerService.StartAsync(system, settings, options.BaseDirectory);
+}
+catch (Exception e)
+{
+    Console.Error.WriteLine($"pooler: cannot listen on {settings.Listen.Host}:{settings.Listen.Port}: {e.Message}");
+    await system.Terminate();
+    return 1;
+}
+log.Info("listening on {0}:{1}", settings.Listen.Host, service.Port);
+
+var stopSignal = PosixSignal.SIGTERM;
+await foreach (var signal in signals.Reader.ReadAllAsync())
+{
+    if (signal != PosixSignal.SIGHUP)
+    {
+        stopSignal = signal;
+        break;
+    }
+    try
+    {
+        var (_, reloaded) = options.Load(HostOptions.ProcessEnvironment());
+        service.Reload(reloaded);
+        settings = reloaded;
+        log.Info("SIGHUP: configuration reloaded");
+    }
+    catch (ConfigException e)
+    {
+        log.Error("SIGHUP: invalid configuration, keeping the current settings: {0}", e.Message);
+    }
+    catch (Exception e)
+    {
+        log.Error(e, "SIGHUP: reload failed, keeping the current settings");
+    }
+}
+
+log.Info("{0}: shutting down, waiting up to {1} for open transactions", stopSignal, settings.ShutdownTimeout);
+await service.StopAsync();
+log.Info("stopped");
+await system.Terminate();
+return 0;
