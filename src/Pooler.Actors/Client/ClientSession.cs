@@ -42,7 +42,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly MessageBuffer _buf;
     private readonly FrameScanner _scan;
-    private bool _readRequested;
+    private bool _suspended;
 
     private string _user = "", _database = "";
     private DatabaseSettings? _db;
@@ -102,11 +102,19 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         _conn.Tell(Tcp.Abort.Instance);
     }
 
+    /// <summary>Reads are pushed by Akka.IO; they pause while waiting for a server or while the server is slow to take our bytes.</summary>
     private void RequestRead()
     {
-        if (_readRequested || _closing) return;
-        _readRequested = true;
+        if (!_suspended || _closing) return;
+        _suspended = false;
         _conn.Tell(Tcp.ResumeReading.Instance);
+    }
+
+    private void SuspendRead()
+    {
+        if (_suspended) return;
+        _suspended = true;
+        _conn.Tell(Tcp.SuspendReading.Instance);
     }
 
     private void Send(byte[] bytes) => _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(bytes)));
@@ -151,7 +159,6 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     {
         Receive<Tcp.Received>(r =>
         {
-            _readRequested = false;
             if (_buf.Buffered + r.Data.Count > MaxStartupPacket) { Fatal(SqlState.ProtocolViolation, "startup packet too large"); return; }
             _buf.Append(r.Data.ToReadOnlySpan());
             while (!_closing)
@@ -254,7 +261,6 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         var authBuf = new MessageBuffer(MaxStartupPacket);
         Receive<Tcp.Received>(r =>
         {
-            _readRequested = false;
             authBuf.Append(r.Data.ToReadOnlySpan());
             while (!_closing)
             {
@@ -415,6 +421,16 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             _held = null;
             Become(Ready);
             Forward(data, units);
+            RequestRead();
+        });
+        Receive<Tcp.Received>(r =>
+        {
+            // a read that was already under way when reading was paused: keep it with the rest
+            var units = CountUnits(r.Data, out var terminateAt, out var error);
+            if (error != null) { Fatal(SqlState.ProtocolViolation, error); return; }
+            if (terminateAt >= 0) { Leave(); return; }
+            _held = _held!.Concat(r.Data);
+            _heldUnits += units;
         });
         Receive<Pool.Failure>(f => { _held = null; Fatal(f.SqlState, f.Message); });
         Receive<ServerSession.Lost>(l => { _held = null; Fatal(l.SqlState, l.Message); });
@@ -429,17 +445,34 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
 
     private void OnClientData(ByteString data)
     {
-        _readRequested = false;
         _lastActivity = Environment.TickCount64;
+        var units = CountUnits(data, out var terminateAt, out var error);
+        if (error != null) { Fatal(SqlState.ProtocolViolation, error); return; }
+        if (terminateAt >= 0)
+        {
+            if (terminateAt > 0) Forward(data.Slice(0, terminateAt), units);
+            Leave();
+            return;
+        }
+        Forward(data, units);
+    }
+
+    /// <summary>
+    /// Reads the message headers of a chunk: how many units (each answered by one ReadyForQuery)
+    /// it opens, where a Terminate starts, or why it cannot be framed.
+    /// </summary>
+    private int CountUnits(ByteString data, out int terminateAt, out string? error)
+    {
         var span = data.ToReadOnlySpan();
         var pos = 0;
         var units = 0;
-        var terminateAt = -1;
+        terminateAt = -1;
+        error = null;
         while (true)
         {
             var ev = _scan.Next(span, ref pos);
-            if (ev == ScanEvent.End) break;
-            if (ev == ScanEvent.Invalid) { Fatal(SqlState.ProtocolViolation, "invalid message length"); return; }
+            if (ev == ScanEvent.End) return units;
+            if (ev == ScanEvent.Invalid) { error = "invalid message length"; return units; }
             if (ev != ScanEvent.Header) continue;
             switch (_scan.Type)
             {
@@ -454,20 +487,12 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
                     break;
                 case MsgType.Terminate:
                     terminateAt = Math.Max(0, _scan.StartInChunk);
-                    break;
+                    return units;
                 default:
-                    Fatal(SqlState.ProtocolViolation, $"invalid frontend message type {(char)_scan.Type} ({_scan.Type})");
-                    return;
+                    error = $"invalid frontend message type {(char)_scan.Type} ({_scan.Type})";
+                    return units;
             }
-            if (terminateAt >= 0) break;
         }
-        if (terminateAt >= 0)
-        {
-            if (terminateAt > 0) Forward(data.Slice(0, terminateAt), units);
-            Leave();
-            return;
-        }
-        Forward(data, units);
     }
 
     private void Forward(ByteString data, int units)
@@ -507,6 +532,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         else _pool.Tell(new Pool.Acquire(Self, _conn, _params));
         _held = data;
         _heldUnits = units;
+        SuspendRead();
         Become(Waiting);
     }
 
@@ -517,11 +543,10 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             if (_unackedBytes >= AckEveryBytes)
             {
                 _unackedBytes = 0;
-                _acksInFlight++;
+                if (++_acksInFlight >= MaxAcksInFlight) SuspendRead();
                 link.ServerConn.Tell(Tcp.Write.Create(data, link.ServerAck));
             }
             else link.ServerConn.Tell(Tcp.Write.Create(data));
-            if (_acksInFlight < MaxAcksInFlight) RequestRead();
         }
     }
 

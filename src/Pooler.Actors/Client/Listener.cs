@@ -6,7 +6,7 @@ using Akka.IO;
 namespace Pooler.Actors.Client;
 
 /// <summary>
-/// Binds the listen address (Akka.IO, pull mode so accepting and reading are paced by us) and
+/// Binds the listen address (Akka.IO) and
 /// starts one ClientSession per connection; past max-client-conn the session only says 53300.
 /// </summary>
 public sealed class Listener : ReceiveActor
@@ -24,11 +24,10 @@ public sealed class Listener : ReceiveActor
 
     public Listener(PoolerRuntime rt, EndPoint endpoint, TaskCompletionSource<EndPoint> bound)
     {
-        Context.System.Tcp().Tell(new Tcp.Bind(Self, endpoint, backlog: 4096, pullMode: true));
+        Context.System.Tcp().Tell(new Tcp.Bind(Self, endpoint, backlog: 4096, pullMode: false));
         Receive<Tcp.Bound>(b =>
         {
             _socket = Sender;
-            _socket.Tell(new Tcp.ResumeAccepting(1));
             _log.Info("listener node {0}: accepting on {1}", rt.NodeName, b.LocalAddress);
             bound.TrySetResult(b.LocalAddress);
         });
@@ -41,7 +40,6 @@ public sealed class Listener : ReceiveActor
         {
             var reject = rt.ClientCount >= rt.Settings.MaxClientConn;
             Context.ActorOf(ClientSession.Props(rt, Sender, c.RemoteAddress.ToString() ?? "?", reject), $"client-{++_seq}");
-            _socket.Tell(new Tcp.ResumeAccepting(1));
         });
         Receive<Unbind>(_ => _socket.Tell(Tcp.Unbind.Instance));
         Receive<Tcp.Unbound>(_ => _log.Info("listener node {0}: stopped accepting", rt.NodeName));

@@ -58,7 +58,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private IActorRef _conn = ActorRefs.Nobody;
     private EndPoint _endpoint = null!;
     private int _backendPid, _backendSecret;
-    private bool _readRequested;
+    private bool _suspended;
     private ScramClient? _scram;
 
     private Link? _link;
@@ -91,7 +91,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         _endpoint = IPAddress.TryParse(_spec.Db.Host, out var ip)
             ? new IPEndPoint(ip, _spec.Db.Port)
             : new DnsEndPoint(_spec.Db.Host, _spec.Db.Port);
-        Context.System.Tcp().Tell(new Tcp.Connect(_endpoint, pullMode: true, timeout: S.ServerConnectTimeout > TimeSpan.Zero ? S.ServerConnectTimeout : null));
+        Context.System.Tcp().Tell(new Tcp.Connect(_endpoint, pullMode: false, timeout: S.ServerConnectTimeout > TimeSpan.Zero ? S.ServerConnectTimeout : null));
         if (S.ServerConnectTimeout > TimeSpan.Zero) Timers.StartSingleTimer("login", new LoginTimeout(), S.ServerConnectTimeout);
     }
 
@@ -134,7 +134,6 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     {
         Receive<Tcp.Received>(r =>
         {
-            _readRequested = false;
             _buf.Append(r.Data.ToReadOnlySpan());
             while (true)
             {
@@ -258,11 +257,19 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
 
     private void Send(byte[] bytes) => _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(bytes)));
 
+    /// <summary>Reads are pushed by Akka.IO; they are only paused while a slow client has too much in flight.</summary>
     private void RequestRead()
     {
-        if (_readRequested) return;
-        _readRequested = true;
+        if (!_suspended) return;
+        _suspended = false;
         _conn.Tell(Tcp.ResumeReading.Instance);
+    }
+
+    private void SuspendRead()
+    {
+        if (_suspended) return;
+        _suspended = true;
+        _conn.Tell(Tcp.SuspendReading.Instance);
     }
 
     // ---------------- Idle ----------------
@@ -271,7 +278,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     {
         _link = null;
         Become(Idle);
-        RequestRead(); // keep a read outstanding so a closed or terminated server is noticed at once
+        RequestRead(); // keep reading so a closed or terminated server is noticed at once
     }
 
     private void Idle()
@@ -280,7 +287,6 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         Receive<Attach>(a => StartRelay(a.Link));
         Receive<Tcp.Received>(r =>
         {
-            _readRequested = false;
             _buf.Append(r.Data.ToReadOnlySpan());
             while (_buf.TryReadTyped(out var type, out var body) == ReadResult.Ok)
             {
@@ -411,8 +417,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         {
             Receive<Tcp.Received>(r =>
             {
-                _readRequested = false;
-                _buf.Append(r.Data.ToReadOnlySpan());
+                    _buf.Append(r.Data.ToReadOnlySpan());
                 while (true)
                 {
                     var res = _buf.TryReadTyped(out var type, out var body);
@@ -494,7 +499,6 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
 
     private void OnServerData(ByteString data)
     {
-        _readRequested = false;
         var link = _link!;
         var span = data.ToReadOnlySpan();
         var pos = 0;
@@ -544,7 +548,6 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         else if (link.Pending > 0 && _busySince == null) _busySince = DateTime.UtcNow;
 
         WriteToClient(link, data);
-        if (_acksInFlight < MaxAcksInFlight) RequestRead();
     }
 
     private void WriteToClient(Link link, ByteString data)
@@ -553,7 +556,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         if (_unackedBytes >= AckEveryBytes)
         {
             _unackedBytes = 0;
-            _acksInFlight++;
+            if (++_acksInFlight >= MaxAcksInFlight) SuspendRead();
             link.ClientConn.Tell(Tcp.Write.Create(data, link.ClientAck));
         }
         else link.ClientConn.Tell(Tcp.Write.Create(data));
