@@ -17,13 +17,17 @@ pgh_ensure_service_user() {
     || id -u "$PGH_SERVICE_USER" >/dev/null 2>&1
 }
 
-# Run a command as the service user when root, else as ourselves.
-pgh_as_service() {
-  if pgh_is_root; then runuser -u "$PGH_SERVICE_USER" -- "$@"; else "$@"; fi
-}
-
 # Command prefix (array) that runs the rest as the service user when root: "${PGH_AS[@]}" cmd args...
-if [ "$(id -u)" -eq 0 ]; then PGH_AS=(runuser -u "$PGH_SERVICE_USER" --); else PGH_AS=(); fi
+# runuser's PAM session (pam_limits) drops the soft open-files limit to 1024, which is too few for PgBouncer with
+# 1000 clients, so the command first raises it back to the hard limit.
+if [ "$(id -u)" -eq 0 ]; then
+  PGH_AS=(runuser -u "$PGH_SERVICE_USER" -- /bin/sh -c 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"' sh)
+else
+  PGH_AS=()
+fi
+
+# Run a command as the service user when root, else as ourselves.
+pgh_as_service() { "${PGH_AS[@]}" "$@"; }
 
 # Give a path to the service user (root only).
 pgh_give() {

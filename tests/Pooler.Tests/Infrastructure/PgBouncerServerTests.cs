@@ -73,4 +73,22 @@ public sealed class PgBouncerServerTests
         run.EnsureSuccess("pgbench through pgbouncer");
         Assert.Contains("number of transactions actually processed: 200/200", run.StdOut);
     }
+
+    [Fact]
+    public void Pgbouncer_gets_the_hard_open_files_limit_as_soft_limit()
+    {
+        using var bouncer = PgBouncerServer.Start(_pg);
+        var ownHard = OpenFilesLimit("self").Hard;
+        var (soft, _) = OpenFilesLimit(bouncer.Pid!.Value.ToString());
+        // runuser's pam_limits would leave 1024, too few for 1000 clients.
+        Assert.True(soft >= Math.Min(ownHard, 4096), $"pgbouncer soft open-files limit {soft}, ours (hard) {ownHard}");
+    }
+
+    private static (long Soft, long Hard) OpenFilesLimit(string pid)
+    {
+        var line = File.ReadAllLines($"/proc/{pid}/limits").Single(l => l.StartsWith("Max open files", StringComparison.Ordinal));
+        var parts = line["Max open files".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        static long Parse(string v) => v == "unlimited" ? long.MaxValue : long.Parse(v);
+        return (Parse(parts[0]), Parse(parts[1]));
+    }
 }

@@ -74,7 +74,10 @@ public static class ProcessRunner
         }
         else
         {
-            process.WaitForExit(); // drains the async readers
+            // Let the async readers reach end of stream, but never hang on a grandchild that kept the pipes open.
+            using var drain = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+            try { process.WaitForExitAsync(drain.Token).GetAwaiter().GetResult(); }
+            catch (OperationCanceledException) { }
         }
 
         int exitCode;
@@ -96,7 +99,7 @@ public static class ProcessRunner
 
     /// <summary>
     /// Builds a start info; with <paramref name="asServiceUser"/> and when running as root the
-    /// program is run through <c>runuser -u postgres --</c>.
+    /// program is run through <c>runuser -u postgres -- /bin/sh -c 'ulimit -n "$(ulimit -Hn)"; exec "$@"'</c>.
     /// </summary>
     public static ProcessStartInfo CreateStartInfo(string fileName, IEnumerable<string> args,
         IReadOnlyDictionary<string, string?>? environment = null, string? workingDirectory = null,
@@ -106,11 +109,11 @@ public static class ProcessRunner
         if (asServiceUser && IsRoot)
         {
             EnsureServiceUser();
+            // runuser's PAM session (pam_limits) drops the soft open-files limit to 1024, too few for PgBouncer with
+            // ~1000 clients: raise it back to the hard limit before exec'ing the program.
             psi.FileName = "runuser";
-            psi.ArgumentList.Add("-u");
-            psi.ArgumentList.Add(ServiceUser);
-            psi.ArgumentList.Add("--");
-            psi.ArgumentList.Add(fileName);
+            foreach (var a in new[] { "-u", ServiceUser, "--", "/bin/sh", "-c", "ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$@\"", "sh", fileName })
+                psi.ArgumentList.Add(a);
         }
         else
         {
