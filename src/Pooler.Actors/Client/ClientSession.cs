@@ -53,7 +53,8 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private bool _userKnown;
     private string? _secret;
     private IActorRef _pool = ActorRefs.Nobody;
-    private IdleServers _idleServers = new();
+    private PoolExchange _exchange = new();
+    private Waiter? _waiter;
     private int _keyPid;
     private bool _keyRegistered;
 
@@ -98,7 +99,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         Interlocked.Decrement(ref _rt.ClientCount);
         if (_keyRegistered) _rt.Cancels.Unregister(_keyPid);
         if (_link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.ClientGone(l));
-        if (_held != null) _pool.Tell(new Pool.CancelWait(Self));
+        LeaveQueue();
         _conn.Tell(Tcp.Abort.Instance);
     }
 
@@ -132,6 +133,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     {
         if (_closing) return;
         _closing = true;
+        LeaveQueue();
         if (_link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.ClientGone(l));
         _link = null;
         _conn.Tell(Tcp.Close.Instance);
@@ -347,7 +349,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         Receive<Pool.Welcome>(w =>
         {
             _pool = Sender;
-            _idleServers = w.Idle;
+            _exchange = w.Exchange;
             Timers.Cancel("login");
             var writer = new PgWriter(512);
             foreach (var (k, v) in w.ServerParams) _params.Set(k, v);
@@ -413,6 +415,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     {
         Receive<ServerSession.Linked>(l =>
         {
+            _waiter = null;
             _link = l.Link;
             _unackedBytes = 0;
             _acksInFlight = 0;
@@ -432,8 +435,8 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             _held = _held!.Concat(r.Data);
             _heldUnits += units;
         });
-        Receive<Pool.Failure>(f => { _held = null; Fatal(f.SqlState, f.Message); });
-        Receive<ServerSession.Lost>(l => { _held = null; Fatal(l.SqlState, l.Message); });
+        Receive<Pool.Failure>(f => { _held = null; _waiter = null; Fatal(f.SqlState, f.Message); });
+        Receive<ServerSession.Lost>(l => { _held = null; _waiter = null; Fatal(l.SqlState, l.Message); });
         Receive<ServerSession.Unlinked>(_ => { });
         Receive<CancelRequested>(_ => { });
         Receive<IdleTick>(_ => { });
@@ -511,25 +514,29 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             return;
         }
         if (_draining) { Fatal(SqlState.AdminShutdown, "pooler is shutting down"); return; }
-        if (_idleServers.TryTake() is { } h)
+        var h = _exchange.TryTakeIdle();
+        if (h != null && h.Matches(_params)
+            && (string.IsNullOrWhiteSpace(S.ServerCheckQuery) || DateTime.UtcNow - h.IdleSince < S.ServerCheckDelay))
         {
-            var check = !string.IsNullOrWhiteSpace(S.ServerCheckQuery) && DateTime.UtcNow - h.IdleSince >= S.ServerCheckDelay;
-            if (!check && h.Matches(_params))
-            {
-                // fast path: link to a parked server directly; it learns of the link before our bytes reach it
-                link = new Link(Link.NextId(), Self, _conn, h.Server, h.Conn, _params);
-                h.Server.Tell(new ServerSession.Attach(link));
-                _link = link;
-                _unackedBytes = 0;
-                _acksInFlight = 0;
-                link.TryAddUnits(units);
-                Write(link, data);
-                return;
-            }
-            // the server must first run its check query or SET the client's settings
-            h.Server.Tell(new ServerSession.Assign(Self, _conn, _params, h.IdleSince));
+            // fast path: link to a parked server directly; it learns of the link before our bytes reach it
+            link = new Link(Link.NextId(), Self, _conn, h.Server, h.Conn, _params);
+            h.Server.Tell(new ServerSession.Attach(link));
+            _link = link;
+            _unackedBytes = 0;
+            _acksInFlight = 0;
+            link.TryAddUnits(units);
+            Write(link, data);
+            return;
         }
-        else _pool.Tell(new Pool.Acquire(Self, _conn, _params));
+        _waiter = new Waiter(Self, _conn, _params);
+        h ??= _exchange.TakeOrQueue(_waiter);
+        if (h != null)
+        {
+            // the server must first run its check query or SET the client's settings
+            _waiter.TakenBy = h.Server;
+            h.Server.Tell(new ServerSession.Assign(_waiter, h.IdleSince));
+        }
+        else _pool.Tell(new Pool.Wakeup());
         _held = data;
         _heldUnits = units;
         SuspendRead();
@@ -550,13 +557,22 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         }
     }
 
+    /// <summary>Leaving while queued: out of the queue, or tell the server that already took us.</summary>
+    private void LeaveQueue()
+    {
+        if (_waiter is not { } w) return;
+        _waiter = null;
+        if (!_exchange.TryLeave(w, out var takenBy) && takenBy != null) takenBy.Tell(new ServerSession.ClientLeft(Self));
+    }
+
     private void Leave()
     {
         if (_closing) return;
         _log.Debug("{0}: client left", Who);
         if (_link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.ClientGone(l));
         _link = null;
-        if (_held != null) { _pool.Tell(new Pool.CancelWait(Self)); _held = null; }
+        LeaveQueue();
+        _held = null;
         _closing = true;
         _conn.Tell(Tcp.Close.Instance);
         Context.Stop(Self);

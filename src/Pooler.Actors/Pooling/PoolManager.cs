@@ -30,7 +30,7 @@ public sealed class PoolManager : ReceiveActor
             var key = (c.Db.Name, c.Creds.User);
             if (!_pools.TryGetValue(key, out var entry))
             {
-                var pool = Context.ActorOf(Pool.Props(rt, c.Db, c.Creds, new IdleServers()), $"pool-{++_seq}");
+                var pool = Context.ActorOf(Pool.Props(rt, c.Db, c.Creds, new PoolExchange()), $"pool-{++_seq}");
                 entry = (pool, c.Db, c.Creds);
                 _pools[key] = entry;
                 _log.Info("pool {0}/{1} node {2}: created for {3}:{4}/{5}", c.Db.Name, c.Creds.User, rt.NodeName, c.Db.Host, c.Db.Port, c.Db.DbName);

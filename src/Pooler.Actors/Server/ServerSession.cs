@@ -19,7 +19,9 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
 {
     public sealed record Spec(DatabaseSettings Db, ServerCredentials Creds, string PoolName);
     /// <summary>From the pool: serve this client (idleSince drives server-check-delay).</summary>
-    public sealed record Assign(IActorRef Client, IActorRef ClientConn, ClientParams Params, DateTime IdleSince);
+    public sealed record Assign(Waiter Waiter, DateTime IdleSince);
+    /// <summary>From a queued client that left after this server had taken it.</summary>
+    public sealed record ClientLeft(IActorRef Client);
     /// <summary>From a client that took this server from the idle list and already writes to it.</summary>
     public sealed record Attach(Link Link);
     public sealed record Close(string Reason);
@@ -38,8 +40,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private sealed record WatchTick;
     private sealed record LoginTimeout;
 
-    public static Props Props(PoolerRuntime rt, IActorRef pool, Spec spec, IdleServers idle)
-        => Akka.Actor.Props.Create(() => new ServerSession(rt, pool, spec, idle));
+    public static Props Props(PoolerRuntime rt, IActorRef pool, Spec spec, PoolExchange exchange)
+        => Akka.Actor.Props.Create(() => new ServerSession(rt, pool, spec, exchange));
 
     private const int AckEveryBytes = 64 * 1024;
     private const int MaxAcksInFlight = 2;
@@ -47,7 +49,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private readonly PoolerRuntime _rt;
     private readonly IActorRef _pool;
     private readonly Spec _spec;
-    private readonly IdleServers _idle;
+    private readonly PoolExchange _exchange;
     private ServerHandle? _handle;
     private bool _paramsChanged;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -67,13 +69,14 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private int _unackedBytes, _acksInFlight;
     private DateTime? _busySince, _idleTxSince;
     private Assign? _pendingAssign;
+    private bool _assignAbandoned;
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public ServerSession(PoolerRuntime rt, IActorRef pool, Spec spec, IdleServers idle)
+    public ServerSession(PoolerRuntime rt, IActorRef pool, Spec spec, PoolExchange exchange)
     {
         _rt = rt;
-        _idle = idle;
+        _exchange = exchange;
         _pool = pool;
         _spec = spec;
         var max = rt.Settings.MaxPacketSize;
@@ -171,10 +174,9 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             case MsgType.ReadyForQuery:
                 Timers.Cancel("login");
                 _log.Info("{0}: logged in to {1}:{2} as {3}", Who, _spec.Db.Host, _spec.Db.Port, _spec.Creds.User);
-                _handle = new ServerHandle(Self, _conn, DateTime.UtcNow, _idle.Generation);
-                RefreshSnapshot();
-                BecomeIdle();
+                _handle = new ServerHandle(Self, _conn, DateTime.UtcNow, _exchange.Generation);
                 _pool.Tell(new Pool.ServerReady(_handle, _paramList.ToArray()));
+                GoIdle();
                 return false;
             default:
                 return true; // NoticeResponse and the like
@@ -302,6 +304,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         Receive<Tcp.ConnectionClosed>(_ => DieWhileIdle("idle server closed the connection"));
         Receive<Close>(c => Terminate(c.Reason));
         Receive<ClientGone>(_ => { });
+        Receive<ClientLeft>(_ => { });
         Receive<CancelQuery>(_ => { });
         Receive<ReleaseIfIdle>(_ => { });
         Receive<Tcp.Event>(_ => { }); // acks of an earlier link
@@ -325,7 +328,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             });
             Receive<Assign>(a =>
             {
-                _pool.Tell(new Pool.Requeue(new Pool.Acquire(a.Client, a.ClientConn, a.Params)));
+                _pool.Tell(new Pool.Requeue(a.Waiter));
                 Context.Stop(Self);
             });
             Receive<Close>(_ => Context.Stop(Self));
@@ -346,6 +349,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private void OnAssign(Assign a)
     {
         _pendingAssign = a;
+        _assignAbandoned = false;
         var check = S.ServerCheckQuery;
         if (!string.IsNullOrWhiteSpace(check) && DateTime.UtcNow - a.IdleSince >= S.ServerCheckDelay && a.IdleSince != default)
             RunInternal(check, error =>
@@ -353,7 +357,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
                 if (error != null)
                 {
                     _log.Warning("{0}: server-check-query failed ({1}); closing it", Who, error);
-                    _pool.Tell(new Pool.Requeue(new Pool.Acquire(a.Client, a.ClientConn, a.Params)));
+                    if (!_assignAbandoned) _pool.Tell(new Pool.Requeue(a.Waiter));
                     Context.Stop(Self);
                     return;
                 }
@@ -365,8 +369,9 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     /// <summary>Re-applies the client's session settings that differ on this server, then links.</summary>
     private void SyncParamsThenLink(Assign a)
     {
+        if (_assignAbandoned) { _pendingAssign = null; GoIdle(); return; }
         var sql = new StringBuilder();
-        foreach (var (name, value) in a.Params.Values)
+        foreach (var (name, value) in a.Waiter.Params.Values)
         {
             if (_params.TryGetValue(name, out var cur) && cur == value) continue;
             sql.Append("SET ").Append(name).Append(" TO '").Append(value.Replace("'", "''")).Append("';");
@@ -374,10 +379,13 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         if (sql.Length == 0) { LinkTo(a); return; }
         RunInternal(sql.ToString(), error =>
         {
+            if (_assignAbandoned) { _pendingAssign = null; GoIdle(); return; }
             if (error != null)
             {
-                var link = new Link(0, a.Client, a.ClientConn, Self, _conn, a.Params);
-                a.Client.Tell(new Lost(link, SqlState.ProtocolViolation, "could not apply session settings on the server: " + error));
+                var w = a.Waiter;
+                w.Client.Tell(new Lost(new Link(0, w.Client, w.ClientConn, Self, _conn, w.Params), SqlState.ProtocolViolation,
+                    "could not apply session settings on the server: " + error));
+                _pendingAssign = null;
                 GoIdle();
                 return;
             }
@@ -388,9 +396,10 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private void LinkTo(Assign a)
     {
         _pendingAssign = null;
-        var link = new Link(Link.NextId(), a.Client, a.ClientConn, Self, _conn, a.Params);
+        var w = a.Waiter;
+        var link = new Link(Link.NextId(), w.Client, w.ClientConn, Self, _conn, w.Params);
         StartRelay(link);
-        a.Client.Tell(new Linked(link));
+        w.Client.Tell(new Linked(link));
     }
 
     private void StartRelay(Link link)
@@ -437,11 +446,12 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             });
             Receive<Tcp.ConnectionClosed>(_ =>
             {
-                if (_pendingAssign is { } pa) _pool.Tell(new Pool.Requeue(new Pool.Acquire(pa.Client, pa.ClientConn, pa.Params)));
+                if (_pendingAssign is { } pa && !_assignAbandoned) _pool.Tell(new Pool.Requeue(pa.Waiter));
                 Context.Stop(Self);
             });
             Receive<Close>(c => Terminate(c.Reason));
             Receive<ClientGone>(_ => { });
+            Receive<ClientLeft>(l => { if (_pendingAssign?.Waiter.Client.Equals(l.Client) == true) _assignAbandoned = true; });
             Receive<CancelQuery>(_ => { });
             Receive<ReleaseIfIdle>(_ => { });
             Receive<Tcp.Event>(_ => { });
@@ -455,6 +465,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     {
         Receive<Tcp.Received>(r => OnServerData(r.Data));
         Receive<ClientGone>(g => { if (ReferenceEquals(g.Link, _link)) OnClientGone(); });
+        Receive<ClientLeft>(l => { if (_link != null && _link.Client.Equals(l.Client)) OnClientGone(); });
         Receive<CancelQuery>(c =>
         {
             if (!ReferenceEquals(c.Link, _link) || _link!.Pending <= 0) return;
@@ -480,7 +491,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             Context.Stop(Self);
         });
         Receive<Close>(c => { _link?.ForceRelease(); Terminate(c.Reason); });
-        Receive<Assign>(a => _pool.Tell(new Pool.Requeue(new Pool.Acquire(a.Client, a.ClientConn, a.Params))));
+        Receive<Assign>(a => _pool.Tell(new Pool.Requeue(a.Waiter)));
         Receive<Attach>(a =>
         {
             // cannot happen (a linked server is never parked); refuse rather than mix two clients
@@ -586,8 +597,12 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         var h = _handle!;
         RefreshSnapshot();
         h.IdleSince = DateTime.UtcNow;
-        var retired = h.Generation != _idle.Generation || (S.ServerLifetime > TimeSpan.Zero && h.IdleSince - h.OpenedAt > S.ServerLifetime);
-        if (retired || !_idle.TryPark(h)) _pool.Tell(new Pool.ServerIdle(Self));
+        if (h.Generation != _exchange.Generation || (S.ServerLifetime > TimeSpan.Zero && h.IdleSince - h.OpenedAt > S.ServerLifetime))
+        {
+            Terminate("server lifetime over or configuration changed");
+            return;
+        }
+        if (_exchange.TakeWaiterOrPark(h) is { } w) OnAssign(new Assign(w, h.IdleSince));
     }
 
     private void OnClientGone()

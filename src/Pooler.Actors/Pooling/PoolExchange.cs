@@ -1,0 +1,190 @@
+using System.Collections.Frozen;
+using Akka.Actor;
+
+namespace Pooler.Actors.Pooling;
+
+/// <summary>An idle server as a client sees it when it takes one without asking the pool.</summary>
+public sealed class ServerHandle(IActorRef server, IActorRef conn, DateTime openedAt, int generation)
+{
+    private const int Idle = 0, Taken = 1, Dead = 2;
+    private int _state = Taken;
+
+    public IActorRef Server { get; } = server;
+    public IActorRef Conn { get; } = conn;
+    public DateTime OpenedAt { get; } = openedAt;
+    public int Generation { get; } = generation;
+
+    /// <summary>The server's session settings when it went idle (replaced whole, never mutated).</summary>
+    public FrozenDictionary<string, string> Params { get; set; } = FrozenDictionary<string, string>.Empty;
+    public DateTime IdleSince { get; set; }
+
+    internal void MarkIdle() => Volatile.Write(ref _state, Idle);
+    internal bool TryTake() => Interlocked.CompareExchange(ref _state, Taken, Idle) == Idle;
+
+    /// <summary>The server found its socket closed while idle; false if a client took it first.</summary>
+    public bool TryMarkDead() => Interlocked.CompareExchange(ref _state, Dead, Idle) == Idle;
+
+    /// <summary>True when the server already has every setting the client wants.</summary>
+    public bool Matches(ClientParams p)
+    {
+        foreach (var (k, v) in p.Values)
+            if (!Params.TryGetValue(k, out var cur) || cur != v) return false;
+        return true;
+    }
+}
+
+/// <summary>A client queued for a server. <see cref="TakenBy"/> is set (under the exchange's lock) by the server that takes it.</summary>
+public sealed class Waiter(IActorRef client, IActorRef clientConn, ClientParams clientParams)
+{
+    public IActorRef Client { get; } = client;
+    public IActorRef ClientConn { get; } = clientConn;
+    public ClientParams Params { get; } = clientParams;
+    public DateTime Since { get; set; } = DateTime.UtcNow;
+    public IActorRef? TakenBy { get; internal set; }
+}
+
+/// <summary>
+/// Where the clients and servers of one pool meet, under one lock: a client needing a server takes
+/// an idle one or queues itself (FIFO); a releasing server takes the first queued client or parks
+/// itself as idle. So a transaction costs the pool actor no message at all; the pool actor only opens
+/// servers for queued clients, expires idle servers and impatient clients, and reports.
+/// </summary>
+public sealed class PoolExchange
+{
+    private readonly object _lock = new();
+    private readonly List<ServerHandle> _idle = new(); // LIFO: the most recently used server is reused first
+    private readonly LinkedList<Waiter> _waiting = new();
+    private int _generation;
+
+    public int Generation => Volatile.Read(ref _generation);
+    public int IdleCount { get { lock (_lock) return _idle.Count; } }
+    public int WaitingCount { get { lock (_lock) return _waiting.Count; } }
+
+    /// <summary>Servers opened before this call are closed instead of reused (RECONNECT, reload).</summary>
+    public void NewGeneration() => Interlocked.Increment(ref _generation);
+
+    /// <summary>Client side: an idle server, or null after queueing the waiter.</summary>
+    public ServerHandle? TakeOrQueue(Waiter w)
+    {
+        lock (_lock)
+        {
+            var h = TakeIdle();
+            if (h == null) { w.Since = DateTime.UtcNow; _waiting.AddLast(w); }
+            return h;
+        }
+    }
+
+    /// <summary>Client side, fast path: an idle server or null (nothing queued).</summary>
+    public ServerHandle? TryTakeIdle()
+    {
+        lock (_lock) return TakeIdle();
+    }
+
+    private ServerHandle? TakeIdle()
+    {
+        while (_idle.Count > 0)
+        {
+            var h = _idle[^1];
+            _idle.RemoveAt(_idle.Count - 1);
+            if (h.TryTake()) return h;
+        }
+        return null;
+    }
+
+    /// <summary>Server side: the first queued client (now taken by this server), or null after parking as idle.</summary>
+    public Waiter? TakeWaiterOrPark(ServerHandle h)
+    {
+        lock (_lock)
+        {
+            if (_waiting.First is { } n)
+            {
+                _waiting.RemoveFirst();
+                n.Value.TakenBy = h.Server;
+                return n.Value;
+            }
+            h.MarkIdle();
+            _idle.Add(h);
+            return null;
+        }
+    }
+
+    /// <summary>Puts a waiter back at the head of the queue (its server failed before linking), unless an idle server can take it now.</summary>
+    public ServerHandle? RequeueFront(Waiter w)
+    {
+        lock (_lock)
+        {
+            w.TakenBy = null;
+            var h = TakeIdle();
+            if (h == null) _waiting.AddFirst(w);
+            return h;
+        }
+    }
+
+    /// <summary>Client side: leave the queue. False when a server already took the waiter (see <see cref="Waiter.TakenBy"/>).</summary>
+    public bool TryLeave(Waiter w, out IActorRef? takenBy)
+    {
+        lock (_lock)
+        {
+            takenBy = w.TakenBy;
+            return _waiting.Remove(w);
+        }
+    }
+
+    /// <summary>Pool side: removes the waiters queued before <paramref name="cutoff"/> (query-wait-timeout).</summary>
+    public List<Waiter> TakeWaitersSince(DateTime cutoff)
+    {
+        var expired = new List<Waiter>();
+        lock (_lock)
+        {
+            while (_waiting.First is { } n && n.Value.Since < cutoff)
+            {
+                _waiting.RemoveFirst();
+                expired.Add(n.Value);
+            }
+        }
+        return expired;
+    }
+
+    public List<Waiter> TakeAllWaiters()
+    {
+        lock (_lock)
+        {
+            var all = _waiting.ToList();
+            _waiting.Clear();
+            return all;
+        }
+    }
+
+    /// <summary>When the oldest waiter was queued, if any (for reserve-pool-timeout).</summary>
+    public DateTime? OldestWaiterSince()
+    {
+        lock (_lock) return _waiting.First?.Value.Since;
+    }
+
+    /// <summary>Pool side: takes out the idle servers that match (for idle timeout, lifetime, reconnect).</summary>
+    public List<ServerHandle> TakeIdleWhere(Func<ServerHandle, bool> predicate)
+    {
+        var taken = new List<ServerHandle>();
+        lock (_lock)
+        {
+            for (var i = 0; i < _idle.Count; i++)
+            {
+                var h = _idle[i];
+                if (!predicate(h) || !h.TryTake()) continue;
+                _idle.RemoveAt(i--);
+                taken.Add(h);
+            }
+        }
+        return taken;
+    }
+
+    /// <summary>Pool side: parks a server it took out but decided to keep.</summary>
+    public void Park(ServerHandle h)
+    {
+        lock (_lock)
+        {
+            h.MarkIdle();
+            _idle.Add(h);
+        }
+    }
+}
