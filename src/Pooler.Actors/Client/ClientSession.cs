@@ -377,73 +377,77 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
 
     // ---------------- Ready / Waiting ----------------
 
+    /// <summary>
+    /// Logged in, linked or not, or waiting for a server (<see cref="_held"/> set, reads paused). One
+    /// behaviour for all three: ReceiveActor rebuilds its handlers on every Become, and a busy pool
+    /// moves clients between these states on every transaction.
+    /// </summary>
     private void Ready()
     {
-        Receive<Tcp.Received>(r => OnClientData(r.Data));
+        Receive<Tcp.Received>(r =>
+        {
+            if (_held == null) { OnClientData(r.Data); return; }
+            // a read that was already under way when reading was paused: keep it with the rest
+            var units = CountUnits(r.Data, out var terminateAt, out var error);
+            if (error != null) { Fatal(SqlState.ProtocolViolation, error); return; }
+            if (terminateAt >= 0) { Leave(); return; }
+            _held = _held.Concat(r.Data);
+            _heldUnits += units;
+        });
+        Receive<ServerSession.Linked>(l =>
+        {
+            if (_held == null) return;
+            _waiter = null;
+            _link = l.Link;
+            _unackedBytes = 0;
+            _acksInFlight = 0;
+            var data = _held;
+            _held = null;
+            Forward(data, _heldUnits);
+            RequestRead();
+        });
+        Receive<Pool.Failure>(f =>
+        {
+            if (_held == null) return;
+            _held = null;
+            _waiter = null;
+            Fatal(f.SqlState, f.Message);
+        });
+        Receive<ServerSession.Lost>(l =>
+        {
+            if (_held == null && !ReferenceEquals(l.Link, _link)) return;
+            _held = null;
+            _waiter = null;
+            Fatal(l.SqlState, l.Message);
+        });
         Receive<ServerSession.Unlinked>(u =>
         {
-            if (ReferenceEquals(u.Link, _link) && _draining) Fatal(SqlState.AdminShutdown, "pooler is shutting down");
+            if (_held == null && ReferenceEquals(u.Link, _link) && _draining) Fatal(SqlState.AdminShutdown, "pooler is shutting down");
         });
-        Receive<ServerSession.Lost>(l => { if (ReferenceEquals(l.Link, _link)) Fatal(l.SqlState, l.Message); });
-        Receive<CancelRequested>(_ => { if (_link is { } l) l.Server.Tell(new ServerSession.CancelQuery(l)); });
+        Receive<CancelRequested>(_ => { if (_held == null && _link is { } l) l.Server.Tell(new ServerSession.CancelQuery(l)); });
         Receive<Drain>(_ =>
         {
             _draining = true;
+            if (_held != null) return; // refused when its server arrives
             if (_link == null || _link.IsReleased) { Fatal(SqlState.AdminShutdown, "pooler is shutting down"); return; }
             _link.ReleaseWhenIdle = true;
             _link.Server.Tell(new ServerSession.ReleaseIfIdle(_link));
         });
         Receive<IdleTick>(_ =>
         {
-            if ((_link == null || _link.IsReleased) && Environment.TickCount64 - _lastActivity > S.ClientIdleTimeout.TotalMilliseconds)
+            if (_held == null && (_link == null || _link.IsReleased) && Environment.TickCount64 - _lastActivity > S.ClientIdleTimeout.TotalMilliseconds)
                 Fatal(SqlState.ProtocolViolation, "client_idle_timeout");
         });
         Receive<Tcp.ConnectionClosed>(_ => Leave());
         Receive<Terminated>(_ => Leave());
-        Receive<Pool.Failure>(_ => { });
         Receive<Tcp.Event>(e =>
         {
-            if (_link != null && ReferenceEquals(e, _link.ServerAck))
+            if (_held == null && _link != null && ReferenceEquals(e, _link.ServerAck))
             {
                 _acksInFlight--;
                 if (_acksInFlight < MaxAcksInFlight) RequestRead();
             }
         });
-    }
-
-    private void Waiting()
-    {
-        Receive<ServerSession.Linked>(l =>
-        {
-            _waiter = null;
-            _link = l.Link;
-            _unackedBytes = 0;
-            _acksInFlight = 0;
-            var data = _held!;
-            var units = _heldUnits;
-            _held = null;
-            Become(Ready);
-            Forward(data, units);
-            RequestRead();
-        });
-        Receive<Tcp.Received>(r =>
-        {
-            // a read that was already under way when reading was paused: keep it with the rest
-            var units = CountUnits(r.Data, out var terminateAt, out var error);
-            if (error != null) { Fatal(SqlState.ProtocolViolation, error); return; }
-            if (terminateAt >= 0) { Leave(); return; }
-            _held = _held!.Concat(r.Data);
-            _heldUnits += units;
-        });
-        Receive<Pool.Failure>(f => { _held = null; _waiter = null; Fatal(f.SqlState, f.Message); });
-        Receive<ServerSession.Lost>(l => { _held = null; _waiter = null; Fatal(l.SqlState, l.Message); });
-        Receive<ServerSession.Unlinked>(_ => { });
-        Receive<CancelRequested>(_ => { });
-        Receive<IdleTick>(_ => { });
-        Receive<Drain>(_ => _draining = true);
-        Receive<Tcp.ConnectionClosed>(_ => Leave());
-        Receive<Terminated>(_ => Leave());
-        Receive<Tcp.Event>(_ => { });
     }
 
     private void OnClientData(ByteString data)
@@ -540,7 +544,6 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         _held = data;
         _heldUnits = units;
         SuspendRead();
-        Become(Waiting);
     }
 
     private void Write(Link link, ByteString data)

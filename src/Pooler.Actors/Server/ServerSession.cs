@@ -69,6 +69,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private int _unackedBytes, _acksInFlight;
     private DateTime? _busySince, _idleTxSince;
     private Assign? _pendingAssign;
+    private bool _inReady;
     private bool _assignAbandoned;
 
     public ITimerScheduler Timers { get; set; } = null!;
@@ -279,35 +280,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private void BecomeIdle()
     {
         _link = null;
-        Become(Idle);
+        EnterReady();
         RequestRead(); // keep reading so a closed or terminated server is noticed at once
-    }
-
-    private void Idle()
-    {
-        Receive<Assign>(OnAssign);
-        Receive<Attach>(a => StartRelay(a.Link));
-        Receive<Tcp.Received>(r =>
-        {
-            _buf.Append(r.Data.ToReadOnlySpan());
-            while (_buf.TryReadTyped(out var type, out var body) == ReadResult.Ok)
-            {
-                if (type == MsgType.ErrorResponse)
-                {
-                    DieWhileIdle($"idle server sent {Payload.ErrorSummary(body.Span)}");
-                    return;
-                }
-                if (type == MsgType.ParameterStatus && Payload.TryParameterStatus(body.Span, out var n, out var v)) SetParam(n, v);
-            }
-            RequestRead();
-        });
-        Receive<Tcp.ConnectionClosed>(_ => DieWhileIdle("idle server closed the connection"));
-        Receive<Close>(c => Terminate(c.Reason));
-        Receive<ClientGone>(_ => { });
-        Receive<ClientLeft>(_ => { });
-        Receive<CancelQuery>(_ => { });
-        Receive<ReleaseIfIdle>(_ => { });
-        Receive<Tcp.Event>(_ => { }); // acks of an earlier link
     }
 
     /// <summary>
@@ -318,6 +292,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     {
         _log.Info("{0}: {1}; closing it", Who, reason);
         if (_handle == null || _handle.TryMarkDead()) { Context.Stop(Self); return; }
+        _inReady = false;
         Become(() =>
         {
             Receive<Attach>(a =>
@@ -410,7 +385,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         _acksInFlight = 0;
         _busySince = _idleTxSince = null;
         _scan.Reset();
-        Become(Relaying);
+        EnterReady();
         if (S.QueryTimeout > TimeSpan.Zero || S.IdleTransactionTimeout > TimeSpan.Zero)
             Timers.StartPeriodicTimer("watch", new WatchTick(), TimeSpan.FromMilliseconds(100));
         RequestRead();
@@ -422,6 +397,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     {
         string? error = null;
         Send(PgMessages.Query(sql));
+        _inReady = false;
         Become(() =>
         {
             Receive<Tcp.Received>(r =>
@@ -461,51 +437,85 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
 
     // ---------------- Linked ----------------
 
-    private void Relaying()
+    /// <summary>
+    /// Idle and linked in one behaviour: a transaction moves a server between the two, and
+    /// ReceiveActor rebuilds its handlers on every Become, so the hot path branches on the link instead.
+    /// </summary>
+    private void Ready()
     {
-        Receive<Tcp.Received>(r => OnServerData(r.Data));
-        Receive<ClientGone>(g => { if (ReferenceEquals(g.Link, _link)) OnClientGone(); });
+        Receive<Tcp.Received>(r =>
+        {
+            if (_link != null) OnServerData(r.Data);
+            else OnIdleData(r.Data);
+        });
+        Receive<Attach>(a =>
+        {
+            if (_link == null) { StartRelay(a.Link); return; }
+            // cannot happen (a linked server is never parked); refuse rather than mix two clients
+            a.Link.ForceRelease();
+            a.Link.Client.Tell(new Lost(a.Link, SqlState.ProtocolViolation, "internal error: server already linked"));
+        });
+        Receive<Assign>(a =>
+        {
+            if (_link == null) OnAssign(a);
+            else _pool.Tell(new Pool.Requeue(a.Waiter));
+        });
+        Receive<ClientGone>(g => { if (_link != null && ReferenceEquals(g.Link, _link)) OnClientGone(); });
         Receive<ClientLeft>(l => { if (_link != null && _link.Client.Equals(l.Client)) OnClientGone(); });
         Receive<CancelQuery>(c =>
         {
-            if (!ReferenceEquals(c.Link, _link) || _link!.Pending <= 0) return;
+            if (_link == null || !ReferenceEquals(c.Link, _link) || _link.Pending <= 0) return;
             _log.Info("{0}: cancelling the running query for client {1}", Who, _link.Client.Path.Name);
             Context.ActorOf(CancelSender.Props(_endpoint, _backendPid, _backendSecret));
         });
         Receive<WatchTick>(_ => OnWatch());
         Receive<ReleaseIfIdle>(r =>
         {
-            if (!ReferenceEquals(r.Link, _link) || _txStatus != (byte)'I' || !r.Link.TryRelease()) return;
+            if (_link == null || !ReferenceEquals(r.Link, _link) || _txStatus != (byte)'I' || !r.Link.TryRelease()) return;
             r.Link.Client.Tell(new Unlinked(r.Link));
             AfterRelease(runReset: _mode == PoolMode.Session || S.ServerResetQueryAlways);
         });
         Receive<Tcp.ConnectionClosed>(_ =>
         {
-            _log.Warning("{0}: server closed the connection while linked to client {1}", Who, _link?.Client.Path.Name);
-            if (_link is { } l)
-            {
-                l.ForceRelease();
-                l.Client.Tell(new Lost(l, SqlState.ConnectionFailure, "server connection closed unexpectedly (the backend may have restarted); the open transaction, if any, was rolled back"));
-                _link = null;
-            }
+            if (_link is not { } l) { DieWhileIdle("idle server closed the connection"); return; }
+            _log.Warning("{0}: server closed the connection while linked to client {1}", Who, l.Client.Path.Name);
+            l.ForceRelease();
+            l.Client.Tell(new Lost(l, SqlState.ConnectionFailure, "server connection closed unexpectedly (the backend may have restarted); the open transaction, if any, was rolled back"));
+            _link = null;
             Context.Stop(Self);
         });
         Receive<Close>(c => { _link?.ForceRelease(); Terminate(c.Reason); });
-        Receive<Assign>(a => _pool.Tell(new Pool.Requeue(a.Waiter)));
-        Receive<Attach>(a =>
-        {
-            // cannot happen (a linked server is never parked); refuse rather than mix two clients
-            a.Link.ForceRelease();
-            a.Link.Client.Tell(new Lost(a.Link, SqlState.ProtocolViolation, "internal error: server already linked"));
-        });
         Receive<Tcp.Event>(e =>
         {
+            // acks of an earlier link are ignored
             if (_link != null && ReferenceEquals(e, _link.ClientAck))
             {
                 _acksInFlight--;
                 if (_acksInFlight < MaxAcksInFlight) RequestRead();
             }
         });
+    }
+
+    private void OnIdleData(ByteString data)
+    {
+        _buf.Append(data.ToReadOnlySpan());
+        while (_buf.TryReadTyped(out var type, out var body) == ReadResult.Ok)
+        {
+            if (type == MsgType.ErrorResponse)
+            {
+                DieWhileIdle($"idle server sent {Payload.ErrorSummary(body.Span)}");
+                return;
+            }
+            if (type == MsgType.ParameterStatus && Payload.TryParameterStatus(body.Span, out var n, out var v)) SetParam(n, v);
+        }
+    }
+
+    /// <summary>Switches to <see cref="Ready"/> unless already there (Become is not free).</summary>
+    private void EnterReady()
+    {
+        if (_inReady) return;
+        _inReady = true;
+        Become(Ready);
     }
 
     private void OnServerData(ByteString data)
