@@ -18,6 +18,7 @@ public sealed class PoolerRuntime(PoolerSettings settings, UserList? users)
     public UserList? Users { get => Volatile.Read(ref _users); set => Volatile.Write(ref _users, value); }
 
     public CancelRegistry Cancels { get; } = new();
+    public ScramSecretCache ScramSecrets { get; } = new();
     public ConnectionBudget Budget { get; } = new();
 
     /// <summary>Live counts for tests, stats and the leak checks.</summary>
@@ -87,4 +88,24 @@ public sealed class ConnectionBudget
     }
 
     public int ForDatabase(string db) { lock (this) return _byDb.GetValueOrDefault(db); }
+}
+
+/// <summary>
+/// SCRAM verifiers for users whose users-file entry is a plain password: deriving one costs 4096
+/// PBKDF2 rounds, too much to repeat on every login of a connection storm. Keyed by user and
+/// password, so a changed users file (reload) derives a fresh one. Unknown users get one fixed
+/// dummy verifier, so probing costs the pooler nothing and still looks like a real exchange.
+/// </summary>
+public sealed class ScramSecretCache
+{
+    private readonly ConcurrentDictionary<(string User, string Password), string> _secrets = new();
+    private readonly Lazy<string> _dummy = new(() => Auth.ScramServer.MakeSecret(Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(18))));
+
+    public string For(string user, string plainPassword)
+    {
+        if (_secrets.Count > 10_000) _secrets.Clear(); // bounded: users files are small; a flood of changes just re-derives
+        return _secrets.GetOrAdd((user, plainPassword), k => Auth.ScramServer.MakeSecret(k.Password));
+    }
+
+    public string Dummy => _dummy.Value;
 }

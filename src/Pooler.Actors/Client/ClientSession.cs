@@ -248,7 +248,8 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
                 break;
             case AuthType.ScramSha256:
                 // unknown users still get a full exchange, so a probe cannot tell them apart
-                _scramServer = new ScramServer(_userKnown && !Md5Auth.IsMd5Secret(_secret!) ? _secret! : ScramServer.MakeSecret(Convert.ToBase64String(RandomNumberGenerator.GetBytes(18))));
+                _scramServer = new ScramServer(!_userKnown || Md5Auth.IsMd5Secret(_secret!) ? _rt.ScramSecrets.Dummy
+                    : ScramServer.IsScramSecret(_secret!) ? _secret! : _rt.ScramSecrets.For(_user, _secret!));
                 Send(PgMessages.AuthSasl("SCRAM-SHA-256"));
                 break;
         }
