@@ -32,8 +32,6 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
 
     /// <summary>Startup packets are small; PgBouncer caps them similarly.</summary>
     public const int MaxStartupPacket = 10000;
-    private const int AckEveryBytes = 64 * 1024;
-    private const int MaxAcksInFlight = 2;
 
     private readonly PoolerRuntime _rt;
     private readonly IActorRef _conn;
@@ -42,7 +40,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly MessageBuffer _buf;
     private readonly FrameScanner _scan;
-    private bool _suspended;
+    private readonly RelayFlow _flow;
 
     private string _user = "", _database = "";
     private DatabaseSettings? _db;
@@ -60,7 +58,6 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
 
     private Link? _link;
     private bool _inUnit;
-    private int _unackedBytes, _acksInFlight;
     private ByteString? _held;
     private int _heldUnits;
     private bool _draining;
@@ -79,6 +76,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         _reject = reject;
         _buf = new MessageBuffer(MaxStartupPacket);
         _scan = new FrameScanner(ReadOnlySpan<byte>.Empty, rt.Settings.MaxPacketSize);
+        _flow = new RelayFlow(conn, Self);
         Become(Startup);
     }
 
@@ -103,20 +101,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         _conn.Tell(Tcp.Abort.Instance);
     }
 
-    /// <summary>Reads are pushed by Akka.IO; they pause while waiting for a server or while the server is slow to take our bytes.</summary>
-    private void RequestRead()
-    {
-        if (!_suspended || _closing) return;
-        _suspended = false;
-        _conn.Tell(Tcp.ResumeReading.Instance);
-    }
-
-    private void SuspendRead()
-    {
-        if (_suspended) return;
-        _suspended = true;
-        _conn.Tell(Tcp.SuspendReading.Instance);
-    }
+    private void RequestRead() => _flow.Resume();
 
     private void Send(byte[] bytes) => _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(bytes)));
 
@@ -133,6 +118,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     {
         if (_closing) return;
         _closing = true;
+        _flow.Closed = true;
         LeaveQueue();
         if (_link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.ClientGone(l));
         _link = null;
@@ -400,8 +386,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             if (_held == null) return;
             _waiter = null;
             _link = l.Link;
-            _unackedBytes = 0;
-            _acksInFlight = 0;
+            _flow.NewTarget();
             var data = _held;
             _held = null;
             Forward(data, _heldUnits);
@@ -445,8 +430,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         {
             if (_held == null && _link != null && ReferenceEquals(e, _link.ServerAck))
             {
-                _acksInFlight--;
-                if (_acksInFlight < MaxAcksInFlight) RequestRead();
+                _flow.Acked();
             }
         });
     }
@@ -527,8 +511,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             link = new Link(Link.NextId(), Self, _conn, h.Server, h.Conn, _params);
             h.Server.Tell(new ServerSession.Attach(link));
             _link = link;
-            _unackedBytes = 0;
-            _acksInFlight = 0;
+            _flow.NewTarget();
             link.TryAddUnits(units);
             Write(link, data);
             return;
@@ -544,22 +527,10 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         else _pool.Tell(new Pool.Wakeup());
         _held = data;
         _heldUnits = units;
-        SuspendRead();
+        _flow.Suspend();
     }
 
-    private void Write(Link link, ByteString data)
-    {
-        {
-            _unackedBytes += data.Count;
-            if (_unackedBytes >= AckEveryBytes)
-            {
-                _unackedBytes = 0;
-                if (++_acksInFlight >= MaxAcksInFlight) SuspendRead();
-                link.ServerConn.Tell(Tcp.Write.Create(data, link.ServerAck));
-            }
-            else link.ServerConn.Tell(Tcp.Write.Create(data));
-        }
-    }
+    private void Write(Link link, ByteString data) => _flow.Write(link.ServerConn, data, link.ServerAck);
 
     /// <summary>Leaving while queued: out of the queue, or tell the server that already took us.</summary>
     private void LeaveQueue()

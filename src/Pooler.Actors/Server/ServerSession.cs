@@ -43,8 +43,6 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     public static Props Props(PoolerRuntime rt, IActorRef pool, Spec spec, PoolExchange exchange)
         => Akka.Actor.Props.Create(() => new ServerSession(rt, pool, spec, exchange));
 
-    private const int AckEveryBytes = 64 * 1024;
-    private const int MaxAcksInFlight = 2;
 
     private readonly PoolerRuntime _rt;
     private readonly IActorRef _pool;
@@ -60,13 +58,12 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private IActorRef _conn = ActorRefs.Nobody;
     private EndPoint _endpoint = null!;
     private int _backendPid, _backendSecret;
-    private bool _suspended;
+    private RelayFlow _flow = null!;
     private ScramClient? _scram;
 
     private Link? _link;
     private PoolMode _mode;
     private byte _txStatus = (byte)'I';
-    private int _unackedBytes, _acksInFlight;
     private DateTime? _busySince, _idleTxSince;
     private Assign? _pendingAssign;
     private bool _inReady;
@@ -117,6 +114,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         Receive<Tcp.Connected>(_ =>
         {
             _conn = Sender;
+            _flow = new RelayFlow(_conn, Self);
             _conn.Tell(new Tcp.Register(Self));
             var ps = new List<KeyValuePair<string, string>>
             {
@@ -260,20 +258,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
 
     private void Send(byte[] bytes) => _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(bytes)));
 
-    /// <summary>Reads are pushed by Akka.IO; they are only paused while a slow client has too much in flight.</summary>
-    private void RequestRead()
-    {
-        if (!_suspended) return;
-        _suspended = false;
-        _conn.Tell(Tcp.ResumeReading.Instance);
-    }
-
-    private void SuspendRead()
-    {
-        if (_suspended) return;
-        _suspended = true;
-        _conn.Tell(Tcp.SuspendReading.Instance);
-    }
+    private void RequestRead() => _flow.Resume();
 
     // ---------------- Idle ----------------
 
@@ -381,8 +366,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     {
         _mode = S.ModeFor(_spec.Db);
         _link = link;
-        _unackedBytes = 0;
-        _acksInFlight = 0;
+        _flow.NewTarget();
         _busySince = _idleTxSince = null;
         _scan.Reset();
         EnterReady();
@@ -490,8 +474,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             // acks of an earlier link are ignored
             if (_link != null && ReferenceEquals(e, _link.ClientAck))
             {
-                _acksInFlight--;
-                if (_acksInFlight < MaxAcksInFlight) RequestRead();
+                _flow.Acked();
             }
         });
     }
@@ -571,17 +554,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         WriteToClient(link, data);
     }
 
-    private void WriteToClient(Link link, ByteString data)
-    {
-        _unackedBytes += data.Count;
-        if (_unackedBytes >= AckEveryBytes)
-        {
-            _unackedBytes = 0;
-            if (++_acksInFlight >= MaxAcksInFlight) SuspendRead();
-            link.ClientConn.Tell(Tcp.Write.Create(data, link.ClientAck));
-        }
-        else link.ClientConn.Tell(Tcp.Write.Create(data));
-    }
+    private void WriteToClient(Link link, ByteString data) => _flow.Write(link.ClientConn, data, link.ClientAck);
 
     private void AfterRelease(bool runReset)
     {
