@@ -127,6 +127,37 @@ public class BadInputTests(PostgresFixture pg, ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task A_query_pipelined_behind_the_startup_packet_is_answered_or_refused_never_dropped()
+    {
+        // PostgreSQL itself answers it (trust: nothing to wait for between the two). A pooler may refuse it,
+        // but must not swallow it and leave the client waiting for an answer that never comes.
+        await using var p = await PoolerHarness.StartAsync(pg, Settings());
+        await using var raw = await RawConnection.ConnectAsync(p.Port);
+        await raw.SendAsync([.. GoodStartup, .. PgBytes.Query("select 42")]);
+        var readies = 0;
+        var got = new List<RawMessage>();
+        for (var i = 0; i < 50 && readies < 2; i++)
+        {
+            RawMessage? m;
+            try
+            {
+                m = await raw.ReadMessageAsync(TimeSpan.FromSeconds(5));
+            }
+            catch (TimeoutException)
+            {
+                Assert.Fail($"no answer to the pipelined query within 5 s; got [{string.Join("; ", got)}]");
+                return;
+            }
+            if (m == null) break;
+            got.Add(m);
+            if (m.Type == (byte)'Z') readies++;
+        }
+        var refused = got.Any(m => m.IsError);
+        Assert.True(readies == 2 || refused, $"got [{string.Join("; ", got)}]");
+        if (!refused) Assert.Contains(got, m => m.Type == (byte)'D'); // the row of select 42
+    }
+
+    [Fact]
     public async Task Bad_input_and_abrupt_clients_leave_pgbench_unharmed_and_leak_nothing()
     {
         var db = "bench_" + Guid.NewGuid().ToString("N")[..10];
@@ -175,8 +206,14 @@ public class BadInputTests(PostgresFixture pg, ITestOutputHelper output)
             if (failed.Success) Assert.Equal("0", failed.Groups[1].Value);
             Assert.DoesNotContain("aborted", result.StdOut + result.StdErr, StringComparison.OrdinalIgnoreCase);
 
-            await Eventually.True(() => p.Runtime.ClientCount == 0 && p.Runtime.ServerCount <= 5,
-                $"sessions drained: clients={p.Runtime.ClientCount} servers={p.Runtime.ServerCount}", timeout: TimeSpan.FromSeconds(20));
+            // two pools (pgbench's user on the bench database, the raw clients' trust_user on pooler_test), 5 servers each at most,
+            // and no server session outside them
+            await Eventually.True(() => p.Runtime.ClientCount == 0, $"clients drained: {p.Runtime.ClientCount} left", timeout: TimeSpan.FromSeconds(20));
+            var stats = await Eventually.Value(() => p.PoolStatsAsync(), st => st.Values.Sum(x => x.Total) == p.Runtime.ServerCount,
+                $"every server session belongs to a pool (servers={p.Runtime.ServerCount})", timeout: TimeSpan.FromSeconds(10));
+            output.WriteLine(string.Join("; ", stats.Select(kv => $"{kv.Key}: {kv.Value}")));
+            Assert.All(stats.Values, st => Assert.InRange(st.Total, 0, 5));
+            Assert.All(stats.Values, st => Assert.Equal(0, st.Waiting));
             output.WriteLine($"sockets: baseline {baseline}, now {OpenSockets()}, servers {p.Runtime.ServerCount}");
             // the listener and the pool's servers are the only sockets the pooler may still hold
             await Eventually.True(() => OpenSockets() <= baseline + 1 + p.Runtime.ServerCount,
