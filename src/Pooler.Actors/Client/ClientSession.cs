@@ -357,8 +357,12 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
                 Timers.StartPeriodicTimer("idle", new IdleTick(), TimeSpan.FromMilliseconds(Math.Clamp(S.ClientIdleTimeout.TotalMilliseconds / 4, 50, 1000)));
             Become(Ready);
             RequestRead();
+            // messages the client pipelined behind its startup packet (trust) or sent while we waited for the pool
+            var early = _buf.TakeRemaining();
+            if (early.Length > 0) OnClientData(ByteString.FromBytes(early));
         });
         Receive<Pool.Failure>(f => Fatal(f.SqlState, f.Message));
+        Receive<Tcp.Received>(r => { _flow.Suspend(); _buf.Append(r.Data.ToReadOnlySpan()); });
         CommonClosed();
     }
 

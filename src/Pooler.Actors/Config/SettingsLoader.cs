@@ -453,9 +453,11 @@ public static partial class SettingsLoader
         var node = Child(obj, key);
         if (node is null || IsNull(node)) return [];
         IEnumerable<string> items;
-        if (node.IsArray())
+        // Akka's HOCON keeps a trailing whitespace literal next to the array, and IsArray() is false for "[]"
+        var arrays = node.Values.Where(v => v.IsArray()).ToList();
+        if (node.IsArray() || (arrays.Count > 0 && node.Values.All(v => v.IsArray() || (v.IsString() && string.IsNullOrWhiteSpace(v.GetString())))))
         {
-            items = node.GetArray().Select((item, i) =>
+            items = arrays.SelectMany(a => a.GetArray()).Select((item, i) =>
                 item.IsString() ? item.GetString() ?? "" : throw new ConfigException($"{path}[{i}]", $"must be a string, got {Describe(item)}"));
         }
         else if (node.IsString())

@@ -120,7 +120,8 @@ public sealed class Pool : ReceiveActor, IWithTimers
     private void Fill()
     {
         var min = S.MinPoolSizeFor(_db);
-        while (_exchange.WaitingCount > _connecting || _servers.Count < min)
+        // a pool whose first login waits (its server could not be opened within max-db/user-connections) tries again
+        while (_exchange.WaitingCount > _connecting || _servers.Count < min || (_loginWaiters.Count > 0 && _servers.Count == 0))
             if (!OpenServer(force: false)) break;
     }
 

@@ -68,6 +68,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private Assign? _pendingAssign;
     private bool _inReady;
     private bool _assignAbandoned;
+    private bool _used; // linked to a client at least once (server-lifetime = 0 closes it at its first release)
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -366,6 +367,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     {
         _mode = S.ModeFor(_spec.Db);
         _link = link;
+        _used = true;
         _flow.NewTarget();
         _busySince = _idleTxSince = null;
         _scan.Reset();
@@ -580,7 +582,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         var h = _handle!;
         RefreshSnapshot();
         h.IdleSince = DateTime.UtcNow;
-        if (h.Generation != _exchange.Generation || (S.ServerLifetime > TimeSpan.Zero && h.IdleSince - h.OpenedAt > S.ServerLifetime))
+        var lifeOver = S.ServerLifetime > TimeSpan.Zero ? h.IdleSince - h.OpenedAt > S.ServerLifetime : _used; // 0 = use each server once
+        if (h.Generation != _exchange.Generation || lifeOver)
         {
             Terminate("server lifetime over or configuration changed");
             return;
@@ -597,6 +600,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             AfterRelease(runReset: _mode == PoolMode.Session || S.ServerResetQueryAlways);
             return;
         }
+        if (link.Pending > 0) CancelRunningQuery();
         link.ForceRelease();
         _link = null;
         Terminate($"client {link.Client.Path.Name} left with the server busy or in a transaction");
@@ -614,10 +618,23 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         else if (link.Pending > 0 && _busySince == null) _busySince = now;
     }
 
+    /// <summary>
+    /// Closing the socket does not stop a running query (PostgreSQL notices only when it next reads or writes):
+    /// send a CancelRequest from an actor that outlives this one.
+    /// </summary>
+    private void CancelRunningQuery()
+    {
+        if (_backendPid == 0) return;
+#pragma warning disable AK1008 // deliberately not a child: this server stops right after, the cancel must still go out
+        Context.System.ActorOf(CancelSender.Props(_endpoint, _backendPid, _backendSecret));
+#pragma warning restore AK1008
+    }
+
     /// <summary>The link cannot go on: the client gets the error and is closed, the server is closed.</summary>
     private void Fail(Link link, string sqlState, string message)
     {
         _log.Info("{0}: {1} for client {2}", Who, message, link.Client.Path.Name);
+        if (link.Pending > 0) CancelRunningQuery();
         link.ForceRelease();
         link.Client.Tell(new Lost(link, sqlState, message));
         _link = null;

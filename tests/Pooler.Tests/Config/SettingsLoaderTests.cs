@@ -78,13 +78,16 @@ public sealed class SettingsLoaderTests : IDisposable
     }
 
     [Fact]
-    public void Reference_has_a_server_friendly_akka_section_and_keeps_akka_io_defaults()
+    public void Reference_has_a_server_friendly_akka_section_with_a_proxy_sized_akka_io_frame()
     {
         var full = SettingsLoader.Layer(null, NoEnv, []).WithFallback(ConfigurationFactory.Default());
         Assert.Equal("INFO", full.GetString("akka.loglevel"));
         Assert.Equal(["Akka.Event.DefaultLogger"], full.GetStringList("akka.loggers"));
-        Assert.Equal(ConfigurationFactory.Default().GetString("akka.io.tcp.receive-buffer-size"),
-            full.GetString("akka.io.tcp.receive-buffer-size"));
+        // Akka.IO reads and sends maximum-frame-size bytes at a time: its 4k default is too small for a relay
+        var frame = full.GetByteSize("akka.io.tcp.maximum-frame-size");
+        Assert.True(frame >= 32 * 1024, $"maximum-frame-size {frame}");
+        Assert.True(full.GetByteSize("akka.io.tcp.send-buffer-size") >= frame);
+        Assert.True(full.GetByteSize("akka.io.tcp.receive-buffer-size") >= frame);
     }
 
     [Fact]
