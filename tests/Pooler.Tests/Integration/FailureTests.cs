@@ -19,7 +19,13 @@ public class FailureTests(PostgresFixture pg)
     {
         var server = await Task.Run(() =>
         {
-            var s = PostgresServer.Create(new PostgresServerOptions { MaxConnections = 40, SharedBuffers = "16MB" });
+            // synchronous commits: an immediate (crash) restart must not lose the table made below
+            var s = PostgresServer.Create(new PostgresServerOptions
+            {
+                MaxConnections = 40,
+                SharedBuffers = "16MB",
+                Settings = new Dictionary<string, string> { ["synchronous_commit"] = "on" },
+            });
             try
             {
                 s.Start();
