@@ -37,6 +37,8 @@ public sealed class PoolerService
     {
         var users = LoadUsers(settings);
         var rt = new PoolerRuntime(settings, users) { NodeName = system.Name + "@" + Environment.MachineName };
+        // before binding: see AcceptRaceGuard (Akka.IO drops accepts that complete before it is bound)
+        system.ActorOf(AcceptRaceGuard.Props());
         var manager = system.ActorOf(Pooling.PoolManager.Props(rt), "pools");
         rt.PoolManager = manager;
         var bound = new TaskCompletionSource<EndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -83,6 +85,7 @@ public sealed class PoolerService
         var deadline = DateTime.UtcNow + Runtime.Settings.ShutdownTimeout;
         while (Runtime.ClientCount > 0 && DateTime.UtcNow < deadline)
             await Task.Delay(50);
+        _listener.Tell(new Listener.Unbind()); // also cuts whoever is still connected after shutdown-timeout
         await _listener.GracefulStop(TimeSpan.FromSeconds(5));
         await _manager.GracefulStop(TimeSpan.FromSeconds(5));
     }

@@ -27,8 +27,11 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private sealed record IdleTick;
     private sealed record CloseTimeout;
 
-    public static Props Props(PoolerRuntime rt, IActorRef conn, string remote, bool reject)
-        => Akka.Actor.Props.Create(() => new ClientSession(rt, conn, remote, reject));
+    /// <summary>Why a connection is refused right after its startup packet (max-client-conn, shutdown).</summary>
+    public sealed record Refusal(string SqlState, string Message);
+
+    public static Props Props(PoolerRuntime rt, IActorRef conn, string remote, Refusal? refusal)
+        => Akka.Actor.Props.Create(() => new ClientSession(rt, conn, remote, refusal));
 
     /// <summary>Startup packets are small; PgBouncer caps them similarly.</summary>
     public const int MaxStartupPacket = 10000;
@@ -36,7 +39,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private readonly PoolerRuntime _rt;
     private readonly IActorRef _conn;
     private readonly string _remote;
-    private readonly bool _reject;
+    private readonly Refusal? _refusal;
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly MessageBuffer _buf;
     private readonly FrameScanner _scan;
@@ -68,12 +71,12 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public ClientSession(PoolerRuntime rt, IActorRef conn, string remote, bool reject)
+    public ClientSession(PoolerRuntime rt, IActorRef conn, string remote, Refusal? refusal)
     {
         _rt = rt;
         _conn = conn;
         _remote = remote;
-        _reject = reject;
+        _refusal = refusal;
         _buf = new MessageBuffer(MaxStartupPacket);
         _scan = new FrameScanner(ReadOnlySpan<byte>.Empty, rt.Settings.MaxPacketSize);
         _flow = new RelayFlow(conn, Self);
@@ -182,9 +185,9 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
                 Fatal(SqlState.ProtocolViolation, $"unsupported frontend protocol {p.Code >> 16}.{p.Code & 0xffff}: server supports 3.0");
                 return false;
         }
-        if (_reject)
+        if (_refusal is { } r)
         {
-            Fatal(SqlState.TooManyConnections, "no more connections allowed (max_client_conn)");
+            Fatal(r.SqlState, r.Message);
             return false;
         }
         _user = p.Get("user") ?? "";

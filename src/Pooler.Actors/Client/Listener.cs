@@ -2,6 +2,7 @@ using System.Net;
 using Akka.Actor;
 using Akka.Event;
 using Akka.IO;
+using Pooler.Actors.Protocol;
 
 namespace Pooler.Actors.Client;
 
@@ -12,7 +13,7 @@ namespace Pooler.Actors.Client;
 public sealed class Listener : ReceiveActor
 {
     public sealed record Unbind;
-    /// <summary>Stop accepting and ask every client to leave at its next transaction boundary.</summary>
+    /// <summary>Refuse new clients and ask every client to leave at its next transaction boundary.</summary>
     public sealed record DrainAll;
 
     public static Props Props(PoolerRuntime rt, EndPoint endpoint, TaskCompletionSource<EndPoint> bound)
@@ -21,6 +22,7 @@ public sealed class Listener : ReceiveActor
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private IActorRef _socket = ActorRefs.Nobody;
     private long _seq;
+    private bool _draining;
 
     public Listener(PoolerRuntime rt, EndPoint endpoint, TaskCompletionSource<EndPoint> bound)
     {
@@ -38,14 +40,21 @@ public sealed class Listener : ReceiveActor
         });
         Receive<Tcp.Connected>(c =>
         {
-            var reject = rt.ClientCount >= rt.Settings.MaxClientConn;
-            Context.ActorOf(ClientSession.Props(rt, Sender, c.RemoteAddress.ToString() ?? "?", reject), $"client-{++_seq}");
+            ClientSession.Refusal? refusal = _draining
+                ? new(SqlState.CannotConnectNow, "the pooler is shutting down")
+                : rt.ClientCount >= rt.Settings.MaxClientConn
+                    ? new(SqlState.TooManyConnections, "no more connections allowed (max_client_conn)")
+                    : null;
+            Context.ActorOf(ClientSession.Props(rt, Sender, c.RemoteAddress.ToString() ?? "?", refusal), $"client-{++_seq}");
         });
         Receive<Unbind>(_ => _socket.Tell(Tcp.Unbind.Instance));
         Receive<Tcp.Unbound>(_ => _log.Info("listener node {0}: stopped accepting", rt.NodeName));
         Receive<DrainAll>(_ =>
         {
-            _socket.Tell(Tcp.Unbind.Instance);
+            // Akka.IO's accepted connections are children of its listener: unbinding now would cut every
+            // open client. Stay bound, refuse newcomers, and unbind when the node stops.
+            _draining = true;
+            _log.Info("listener node {0}: draining, new clients are refused", rt.NodeName);
             foreach (var child in Context.GetChildren()) child.Tell(new ClientSession.Drain());
         });
     }

@@ -123,6 +123,8 @@ public static partial class SettingsLoader
             throw new ConfigException("--config", $"cannot read '{configFile}': {e.Message}");
         }
 
+        if (UnbalancedBracket(text) is { } problem)
+            throw new ConfigException("--config", $"'{configFile}' is not valid HOCON: {problem}");
         try
         {
             return ConfigurationFactory.ParseString(text);
@@ -131,6 +133,57 @@ public static partial class SettingsLoader
         {
             throw new ConfigException("--config", $"'{configFile}' is not valid HOCON: {DescribeParseError(e, text)}");
         }
+    }
+
+    /// <summary>
+    /// Akka's HOCON parser accepts a file that ends inside an object or a list (a truncated file would
+    /// load half its settings), so braces and brackets are matched here first, outside strings and comments.
+    /// </summary>
+    internal static string? UnbalancedBracket(string text)
+    {
+        var open = new Stack<(char Ch, int Line, int Col)>();
+        int line = 1, col = 0;
+        for (var i = 0; i < text.Length; i++)
+        {
+            var c = text[i];
+            col++;
+            if (c == '\n') { line++; col = 0; continue; }
+            if (c == '#' || (c == '/' && i + 1 < text.Length && text[i + 1] == '/'))
+            {
+                while (i + 1 < text.Length && text[i + 1] != '\n') i++;
+                continue;
+            }
+            if (c == '"')
+            {
+                var triple = i + 2 < text.Length && text[i + 1] == '"' && text[i + 2] == '"';
+                var end = triple ? text.IndexOf("\"\"\"", i + 3, StringComparison.Ordinal) : FindQuoteEnd(text, i + 1);
+                if (end < 0) return $"line {line}, column {col}: string never closed";
+                for (var k = i; k < end; k++) if (text[k] == '\n') { line++; col = 0; }
+                i = triple ? end + 2 : end;
+                continue;
+            }
+            if (c is '{' or '[') open.Push((c, line, col));
+            else if (c is '}' or ']')
+            {
+                var want = c == '}' ? '{' : '[';
+                if (open.Count == 0 || open.Peek().Ch != want) return $"line {line}, column {col}: unexpected '{c}'";
+                open.Pop();
+            }
+        }
+        if (open.Count == 0) return null;
+        var (ch, l, co) = open.Peek();
+        return $"line {l}, column {co}: '{ch}' is never closed";
+    }
+
+    private static int FindQuoteEnd(string text, int from)
+    {
+        for (var k = from; k < text.Length; k++)
+        {
+            if (text[k] == '\\') { k++; continue; }
+            if (text[k] == '"') return k;
+            if (text[k] == '\n') return -1;
+        }
+        return -1;
     }
 
     /// <summary>Turns Akka's "… at position N" into "line L, column C: …".</summary>

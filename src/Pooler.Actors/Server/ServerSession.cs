@@ -544,9 +544,9 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             }
             if (_txStatus == (byte)'I' && (_mode != PoolMode.Session || link.ReleaseWhenIdle) && link.TryRelease())
             {
-                // a draining client must learn of the release before it can see this ReadyForQuery (mailbox order)
-                if (link.ReleaseWhenIdle) link.Client.Tell(new Unlinked(link));
                 WriteToClient(link, data);
+                // a draining client closes once told: only after these bytes are queued to its socket
+                if (link.ReleaseWhenIdle) link.Client.Tell(new Unlinked(link));
                 AfterRelease(runReset: S.ServerResetQueryAlways);
                 return;
             }

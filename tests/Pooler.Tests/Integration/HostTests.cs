@@ -379,8 +379,9 @@ public sealed class HostTests(PostgresFixture pg, ITestOutputHelper output)
     }
 
     /// <summary>Connection refused by the OS, or a FATAL 57P01 (admin shutdown) at login.</summary>
+    // 57P03 is what PostgreSQL itself answers a login while shutting down; 57P01 is admin_shutdown
     private static bool IsRefusal(NpgsqlException e) =>
-        e is PostgresException { SqlState: "57P01" }
+        e is PostgresException { SqlState: "57P03" or "57P01" }
         || e.InnerException is SocketException { SocketErrorCode: SocketError.ConnectionRefused };
 
     private static int Count(string text, string what) => Regex.Matches(text, Regex.Escape(what)).Count;
