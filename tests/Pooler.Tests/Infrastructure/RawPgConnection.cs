@@ -5,7 +5,7 @@ using System.Text;
 namespace Pooler.Tests.Infrastructure;
 
 /// <summary>One backend message as read off the wire.</summary>
-public sealed record RawMessage(char Type, byte[] Body)
+public sealed record RawPgMessage(char Type, byte[] Body)
 {
     /// <summary>Fields of an ErrorResponse/NoticeResponse by code ('C' = SQLSTATE, 'M' = message, 'S' = severity).</summary>
     public IReadOnlyDictionary<char, string> Fields()
@@ -145,7 +145,7 @@ public sealed class RawPgConnection : IAsyncDisposable
     public Task SendQueryAsync(string sql) => SendAsync('Q', CString(sql));
 
     /// <summary>Reads one message (throws TimeoutException after <see cref="ReadTimeout"/>, EndOfStreamException on close).</summary>
-    public async Task<RawMessage> ReadAsync()
+    public async Task<RawPgMessage> ReadAsync()
     {
         var header = new byte[5];
         await ReadExactlyAsync(header);
@@ -153,7 +153,7 @@ public sealed class RawPgConnection : IAsyncDisposable
         if (len < 4 || len > 64 * 1024 * 1024) throw new InvalidDataException($"bad message length {len}");
         var body = new byte[len - 4];
         await ReadExactlyAsync(body);
-        return new RawMessage((char)header[0], body);
+        return new RawPgMessage((char)header[0], body);
     }
 
     private async Task ReadExactlyAsync(byte[] buffer)
@@ -170,9 +170,9 @@ public sealed class RawPgConnection : IAsyncDisposable
     }
 
     /// <summary>Reads messages up to and including ReadyForQuery.</summary>
-    public async Task<List<RawMessage>> ReadUntilReadyAsync()
+    public async Task<List<RawPgMessage>> ReadUntilReadyAsync()
     {
-        var list = new List<RawMessage>();
+        var list = new List<RawPgMessage>();
         for (var i = 0; i < 1_000_000; i++)
         {
             var m = await ReadAsync();
@@ -183,7 +183,7 @@ public sealed class RawPgConnection : IAsyncDisposable
     }
 
     /// <summary>Runs a simple query; returns every message of the answer (through ReadyForQuery).</summary>
-    public async Task<List<RawMessage>> QueryAsync(string sql)
+    public async Task<List<RawPgMessage>> QueryAsync(string sql)
     {
         await SendQueryAsync(sql);
         return await ReadUntilReadyAsync();
