@@ -19,8 +19,8 @@ namespace Pooler.Actors.Client;
 /// </summary>
 public sealed class ClientSession : ReceiveActor, IWithTimers
 {
-    /// <summary>A CancelRequest carried this client's key.</summary>
-    public sealed record CancelRequested;
+    /// <summary>A CancelRequest carried this client's key; <c>ReplyTo</c> gets CancelSender.Done once it is dealt with.</summary>
+    public sealed record CancelRequested(IActorRef ReplyTo);
     /// <summary>The node is shutting down: leave at the next transaction boundary.</summary>
     public sealed record Drain;
     private sealed record LoginTimeout;
@@ -177,9 +177,19 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
                 return true;
             case StartupKind.CancelRequest:
                 var target = _rt.Cancels.Find(p.CancelPid, p.CancelSecret);
-                target?.Tell(new CancelRequested());
                 _log.Info("client {0} {1}: cancel request for key {2}: {3}", Self.Path.Name, _remote, p.CancelPid, target == null ? "no such key" : "forwarded");
-                CloseNow();
+                if (target == null) { CloseNow(); return false; }
+                // PostgreSQL closes a cancel connection once the backend is signalled; a client may wait for
+                // that before its next query, so close only when the cancel is out (or found moot)
+                target.Tell(new CancelRequested(Self));
+                Timers.StartSingleTimer("cancel", new CancelSender.Done(), TimeSpan.FromSeconds(5));
+                Become(() =>
+                {
+                    Receive<CancelSender.Done>(_ => CloseNow());
+                    Receive<Tcp.ConnectionClosed>(_ => Context.Stop(Self));
+                    Receive<Terminated>(_ => Context.Stop(Self));
+                    ReceiveAny(_ => { });
+                });
                 return false;
             case StartupKind.Unsupported:
                 Fatal(SqlState.ProtocolViolation, $"unsupported frontend protocol {p.Code >> 16}.{p.Code & 0xffff}: server supports 3.0");
@@ -417,7 +427,11 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         {
             if (_held == null && ReferenceEquals(u.Link, _link) && _draining) Fatal(SqlState.AdminShutdown, "pooler is shutting down");
         });
-        Receive<CancelRequested>(_ => { if (_held == null && _link is { } l) l.Server.Tell(new ServerSession.CancelQuery(l)); });
+        Receive<CancelRequested>(c =>
+        {
+            if (_held == null && _link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.CancelQuery(l, c.ReplyTo));
+            else c.ReplyTo.Tell(new CancelSender.Done()); // not linked: nothing of this client runs
+        });
         Receive<Drain>(_ =>
         {
             _draining = true;

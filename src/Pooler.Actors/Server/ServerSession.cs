@@ -28,7 +28,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     /// <summary>From the client: it left while linked.</summary>
     public sealed record ClientGone(Link Link);
     /// <summary>From the client: cancel what runs on this link (a CancelRequest matched its key).</summary>
-    public sealed record CancelQuery(Link Link);
+    public sealed record CancelQuery(Link Link, IActorRef ReplyTo);
     /// <summary>From a draining client: give the server back now if it is between transactions.</summary>
     public sealed record ReleaseIfIdle(Link Link);
     /// <summary>To the client: you may write to the server now.</summary>
@@ -414,7 +414,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             Receive<Close>(c => Terminate(c.Reason));
             Receive<ClientGone>(_ => { });
             Receive<ClientLeft>(l => { if (_pendingAssign?.Waiter.Client.Equals(l.Client) == true) _assignAbandoned = true; });
-            Receive<CancelQuery>(_ => { });
+            Receive<CancelQuery>(c => c.ReplyTo.Tell(new CancelSender.Done()));
             Receive<ReleaseIfIdle>(_ => { });
             Receive<Tcp.Event>(_ => { });
         });
@@ -450,9 +450,13 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         Receive<ClientLeft>(l => { if (_link != null && _link.Client.Equals(l.Client)) OnClientGone(); });
         Receive<CancelQuery>(c =>
         {
-            if (_link == null || !ReferenceEquals(c.Link, _link) || _link.Pending <= 0) return;
+            if (_link == null || !ReferenceEquals(c.Link, _link) || _link.Pending <= 0)
+            {
+                c.ReplyTo.Tell(new CancelSender.Done()); // nothing runs: like PostgreSQL, cancel nothing
+                return;
+            }
             _log.Info("{0}: cancelling the running query for client {1}", Who, _link.Client.Path.Name);
-            Context.ActorOf(CancelSender.Props(_endpoint, _backendPid, _backendSecret));
+            Context.ActorOf(CancelSender.Props(_endpoint, _backendPid, _backendSecret, c.ReplyTo));
         });
         Receive<WatchTick>(_ => OnWatch());
         Receive<ReleaseIfIdle>(r =>
