@@ -61,6 +61,8 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
 
     private Link? _link;
     private bool _inUnit;
+    private bool _holding;
+    private int _swallow; // bytes of a padded COPY message still to drop from the client's stream
     private ByteString? _held;
     private int _heldUnits;
     private bool _draining;
@@ -423,6 +425,17 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             _waiter = null;
             Fatal(l.SqlState, l.Message);
         });
+        Receive<ServerSession.IdleUnderHold>(h =>
+        {
+            if (!ReferenceEquals(h.Link, _link) || !_holding) return;
+            // PostgreSQL ended the COPY and waits for the rest of the message we started: complete it with
+            // filler (it discards CopyData after a failed COPY); the client's real remainder is dropped
+            // as the tail of a finished COPY once the link is released
+            var rest = _scan.RemainingBody;
+            if (rest > 0) _link.ServerConn.Tell(Tcp.Write.Create(ByteString.FromBytes(new byte[rest])));
+            _swallow = rest;
+            DropHold(_link);
+        });
         Receive<ServerSession.Unlinked>(u =>
         {
             if (_held == null && ReferenceEquals(u.Link, _link) && _draining) Fatal(SqlState.AdminShutdown, "pooler is shutting down");
@@ -461,13 +474,47 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         _lastActivity = Environment.TickCount64;
         var units = CountUnits(data, out var terminateAt, out var error);
         if (error != null) { Fatal(SqlState.ProtocolViolation, error); return; }
+        if (_swallow > 0)
+        {
+            // the server already got filler for the rest of this message: the real rest must not follow it
+            var n = Math.Min(_swallow, terminateAt >= 0 ? terminateAt : data.Count);
+            _swallow -= n;
+            data = data.Slice(n);
+            if (terminateAt >= 0) terminateAt -= n;
+            if (data.Count == 0 && terminateAt < 0) { RequestRead(); return; }
+        }
         if (terminateAt >= 0)
         {
             if (terminateAt > 0) Forward(data.Slice(0, terminateAt), units);
             Leave();
             return;
         }
+        var midCopy = _scan.RemainingBody > 0 && _scan.Type is MsgType.CopyData or MsgType.CopyDone or MsgType.CopyFail;
+        if (_link is { } link && !link.IsReleased && midCopy != _holding)
+        {
+            if (midCopy && link.TryAddUnits(1))
+            {
+                // hold the server until this COPY message is whole (see Link.ClientHolds)
+                _holding = true;
+                link.ClientHolds = true;
+            }
+            else if (!midCopy)
+            {
+                Forward(data, units);
+                DropHold(link);
+                return;
+            }
+        }
         Forward(data, units);
+    }
+
+    private void DropHold(Link link)
+    {
+        if (!_holding) return;
+        _holding = false;
+        link.ClientHolds = false;
+        link.UnitDone();
+        if (link.Pending == 0) link.Server.Tell(new ServerSession.ReleaseIfIdle(link)); // nothing else would release it now
     }
 
     /// <summary>

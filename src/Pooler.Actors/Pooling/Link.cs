@@ -34,6 +34,12 @@ public sealed class Link(long id, IActorRef client, IActorRef clientConn, IActor
     /// <summary>Acks for writes to the server socket on this link.</summary>
     public readonly Tcp.Event ServerAck = new WriteAck();
 
+    /// <summary>
+    /// Set while the client has forwarded only part of a COPY message: its hold is one extra pending
+    /// unit, so the server cannot be given away while PostgreSQL still waits for the rest of it.
+    /// </summary>
+    public volatile bool ClientHolds;
+
     /// <summary>Set when the pooler wants the server back at the next idle point even in session mode (drain).</summary>
     public volatile bool ReleaseWhenIdle;
 

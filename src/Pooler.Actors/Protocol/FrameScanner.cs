@@ -51,6 +51,9 @@ public sealed class FrameScanner
     /// <summary>The captured body after a <see cref="ScanEvent.Body"/> event.</summary>
     public ReadOnlySpan<byte> Body => _cap.AsSpan(0, _capLen);
 
+    /// <summary>Body bytes of the current message still to come, when its header is complete and its body is not (else 0).</summary>
+    public int RemainingBody => _hdrLen == 0 && !_capturing ? _remaining : 0;
+
     /// <summary>True between messages: no header or body is partly read.</summary>
     public bool AtBoundary => _hdrLen == 0 && _remaining == 0 && !_capturing;
 

@@ -35,6 +35,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     public sealed record Linked(Link Link);
     /// <summary>To the client: the server went back to the pool; ask again for the next transaction.</summary>
     public sealed record Unlinked(Link Link);
+    /// <summary>To a client holding the link mid-COPY-message: PostgreSQL ended the COPY and is idle; finish the message and let go.</summary>
+    public sealed record IdleUnderHold(Link Link);
     /// <summary>To the client: the link broke; send this error and close.</summary>
     public sealed record Lost(Link Link, string SqlState, string Message);
     private sealed record WatchTick;
@@ -461,7 +463,9 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         Receive<WatchTick>(_ => OnWatch());
         Receive<ReleaseIfIdle>(r =>
         {
-            if (_link == null || !ReferenceEquals(r.Link, _link) || _txStatus != (byte)'I' || !r.Link.TryRelease()) return;
+            if (_link == null || !ReferenceEquals(r.Link, _link) || _txStatus != (byte)'I') return;
+            if (_mode == PoolMode.Session && !r.Link.ReleaseWhenIdle) return; // a session keeps its server
+            if (!r.Link.TryRelease()) return;
             r.Link.Client.Tell(new Unlinked(r.Link));
             AfterRelease(runReset: _mode == PoolMode.Session || S.ServerResetQueryAlways);
         });
@@ -546,7 +550,9 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
                 Fail(link, SqlState.FeatureNotSupported, "transaction blocks not allowed in statement pooling mode");
                 return;
             }
-            if (_txStatus == (byte)'I' && (_mode != PoolMode.Session || link.ReleaseWhenIdle) && link.TryRelease())
+            if (_txStatus == (byte)'I' && (_mode != PoolMode.Session || link.ReleaseWhenIdle) && link.ClientHolds && link.Pending == 1)
+                link.Client.Tell(new IdleUnderHold(link)); // after a failed COPY the client's half message is all that keeps the link
+            else if (_txStatus == (byte)'I' && (_mode != PoolMode.Session || link.ReleaseWhenIdle) && link.TryRelease())
             {
                 WriteToClient(link, data);
                 // a draining client closes once told: only after these bytes are queued to its socket
