@@ -122,6 +122,7 @@ public sealed class PostgresFixture : IAsyncLifetime, IDisposable
             Timeout = 15,
             CommandTimeout = 60,
             IncludeErrorDetail = true,
+            GssEncryptionMode = GssEncryptionMode.Disable,
         };
         var pw = password ?? PasswordOf(user);
         if (!string.IsNullOrEmpty(pw)) b.Password = pw;
