@@ -43,22 +43,7 @@ public sealed class PoolerHarness : IAsyncDisposable
         var users = UsersFile.Create(usersFile != null ? ParseEntries(usersFile) : PostgresFixture.Passwords
             .Where(kv => kv.Value.Length > 0).Select(kv => new KeyValuePair<string, string>(kv.Key, kv.Value))
             .Append(new(PostgresFixture.TrustUser, "")));
-        var hocon = $$"""
-            pooler {
-              listen { host = "127.0.0.1", port = 0 }
-              auth { type = scram-sha-256, users-file = "{{users.Path}}" }
-              pool-mode = transaction
-              default-pool-size = 5
-              max-client-conn = 2000
-              shutdown-timeout = 3s
-              databases {
-                {{PostgresFixture.Database}} { host = "127.0.0.1", port = {{pg.Port}}, dbname = "{{PostgresFixture.Database}}" }
-                {{PostgresFixture.OtherDatabase}} { host = "127.0.0.1", port = {{pg.Port}}, dbname = "{{PostgresFixture.OtherDatabase}}" }
-              }
-              {{settings}}
-            }
-            akka.loglevel = WARNING
-            """;
+        var hocon = PoolerProcess.DefaultConfig(pg, port: 0, settings, usersFile: users.Path, logLevel: "WARNING");
         var config = ConfigurationFactory.ParseString(hocon).WithFallback(SettingsLoader.Reference());
         var loaded = SettingsLoader.Load(config, users.Directory);
         var system = ActorSystem.Create("pooler", config.WithFallback(ConfigurationFactory.Default()));

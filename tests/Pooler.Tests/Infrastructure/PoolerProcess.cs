@@ -66,10 +66,11 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
     /// from stdout), scram-sha-256 with the users file of the folder, transaction pooling, pool size 5, <c>pooler_test</c> and
     /// <c>other_db</c> pointing at the fixture, INFO logging; <paramref name="settings"/> is more HOCON inside <c>pooler { }</c>.
     /// </summary>
-    public static string DefaultConfig(PostgresFixture pg, int port = 0, string settings = "") => $$"""
+    public static string DefaultConfig(PostgresFixture pg, int port = 0, string settings = "",
+        string usersFile = "userlist.txt", string logLevel = "INFO") => $$"""
         pooler {
           listen { host = "127.0.0.1", port = {{port.ToString(CultureInfo.InvariantCulture)}} }
-          auth { type = scram-sha-256, users-file = "userlist.txt" }
+          auth { type = scram-sha-256, users-file = "{{usersFile}}" }
           pool-mode = transaction
           default-pool-size = 5
           max-client-conn = 2000
@@ -80,7 +81,7 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
           }
           {{settings}}
         }
-        akka.loglevel = INFO
+        akka.loglevel = {{logLevel}}
         """;
 
     /// <summary>Starts a pooler process with <paramref name="configText"/> and waits until it accepts connections.</summary>
