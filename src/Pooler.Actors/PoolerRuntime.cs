@@ -51,8 +51,6 @@ public sealed class CancelRegistry
 
     public IActorRef? Find(int pid, int secret)
         => _keys.TryGetValue(pid, out var e) && e.Secret == secret ? e.Client : null;
-
-    public int Count => _keys.Count;
 }
 
 /// <summary>
@@ -86,8 +84,6 @@ public sealed class ConnectionBudget
             _byUser[user] = Math.Max(0, _byUser.GetValueOrDefault(user) - 1);
         }
     }
-
-    public int ForDatabase(string db) { lock (this) return _byDb.GetValueOrDefault(db); }
 }
 
 /// <summary>

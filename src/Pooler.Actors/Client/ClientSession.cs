@@ -33,8 +33,6 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     public static Props Props(PoolerRuntime rt, IActorRef conn, string remote, Refusal? refusal)
         => Akka.Actor.Props.Create(() => new ClientSession(rt, conn, remote, refusal));
 
-    /// <summary>Startup packets are small; PgBouncer caps them similarly.</summary>
-    public const int MaxStartupPacket = 10000;
 
     private readonly PoolerRuntime _rt;
     private readonly IActorRef _conn;
@@ -79,7 +77,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         _conn = conn;
         _remote = remote;
         _refusal = refusal;
-        _buf = new MessageBuffer(MaxStartupPacket);
+        _buf = new MessageBuffer(ProtocolLimits.MaxStartupPacketSize);
         _scan = new FrameScanner(ReadOnlySpan<byte>.Empty, rt.Settings.MaxPacketSize);
         _flow = new RelayFlow(conn, Self);
         Become(Startup);
@@ -152,7 +150,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     {
         Receive<Tcp.Received>(r =>
         {
-            if (_buf.Buffered + r.Data.Count > MaxStartupPacket) { Fatal(SqlState.ProtocolViolation, "startup packet too large"); return; }
+            if (_buf.Buffered + r.Data.Count > ProtocolLimits.MaxStartupPacketSize) { Fatal(SqlState.ProtocolViolation, "startup packet too large"); return; }
             _buf.Append(r.Data.ToReadOnlySpan());
             while (!_closing)
             {
@@ -254,7 +252,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
                 Send(PgMessages.AuthSasl("SCRAM-SHA-256"));
                 break;
         }
-        _buf.TakeRemaining().AsSpan(); // nothing legitimate follows a startup packet before we answer
+        _buf.TakeRemaining(); // discarded: nothing legitimate follows a startup packet before our challenge
         Become(Authenticating);
         RequestRead();
     }
@@ -262,7 +260,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private void Authenticating()
     {
         var sasl = 0;
-        var authBuf = new MessageBuffer(MaxStartupPacket);
+        var authBuf = new MessageBuffer(ProtocolLimits.MaxStartupPacketSize);
         Receive<Tcp.Received>(r =>
         {
             authBuf.Append(r.Data.ToReadOnlySpan());

@@ -70,9 +70,6 @@ public sealed class MessageBuffer(int maxLength)
         _start = _end = 0;
         return rest;
     }
-
-    /// <summary>The first byte still buffered, if any (to tell a TLS hello from a startup packet later).</summary>
-    public int PeekByte() => Buffered > 0 ? _buf[_start] : -1;
 }
 
 public enum ReadResult { NeedMore, Ok, Invalid }

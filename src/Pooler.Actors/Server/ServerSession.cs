@@ -542,17 +542,18 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
 
         if (sawReady)
         {
-            var now = DateTime.UtcNow;
+            // timeout clocks restart here; the watch tick starts them (see OnWatch)
             if (link.Pending == 0) _busySince = null;
-            _idleTxSince = _txStatus == (byte)'I' ? null : now;
+            _idleTxSince = null;
             if (_mode == PoolMode.Statement && _txStatus != (byte)'I')
             {
                 Fail(link, SqlState.FeatureNotSupported, "transaction blocks not allowed in statement pooling mode");
                 return;
             }
-            if (_txStatus == (byte)'I' && (_mode != PoolMode.Session || link.ReleaseWhenIdle) && link.ClientHolds && link.Pending == 1)
+            var releasable = _txStatus == (byte)'I' && (_mode != PoolMode.Session || link.ReleaseWhenIdle);
+            if (releasable && link.ClientHolds && link.Pending == 1)
                 link.Client.Tell(new IdleUnderHold(link)); // after a failed COPY the client's half message is all that keeps the link
-            else if (_txStatus == (byte)'I' && (_mode != PoolMode.Session || link.ReleaseWhenIdle) && link.TryRelease())
+            else if (releasable && link.TryRelease())
             {
                 WriteToClient(link, data);
                 // a draining client closes once told: only after these bytes are queued to its socket
@@ -561,7 +562,6 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
                 return;
             }
         }
-        else if (link.Pending > 0 && _busySince == null) _busySince = DateTime.UtcNow;
 
         WriteToClient(link, data);
     }
@@ -616,16 +616,21 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         Terminate($"client {link.Client.Path.Name} left with the server busy or in a transaction");
     }
 
+    /// <summary>
+    /// Every 100 ms while linked (only when query-timeout or idle-transaction-timeout is set): starts the
+    /// clocks the relay clears at each ReadyForQuery, and enforces the timeouts. Off the hot path.
+    /// </summary>
     private void OnWatch()
     {
         var link = _link;
         if (link == null) return;
         var now = DateTime.UtcNow;
-        if (S.QueryTimeout > TimeSpan.Zero && _busySince is { } b && now - b > S.QueryTimeout)
+        if (link.Pending > 0) _busySince ??= now;
+        else if (_txStatus != (byte)'I') _idleTxSince ??= now;
+        if (S.QueryTimeout > TimeSpan.Zero && link.Pending > 0 && now - _busySince > S.QueryTimeout)
             Fail(link, SqlState.QueryCanceled, "query_timeout");
-        else if (S.IdleTransactionTimeout > TimeSpan.Zero && link.Pending == 0 && _idleTxSince is { } t && now - t > S.IdleTransactionTimeout)
+        else if (S.IdleTransactionTimeout > TimeSpan.Zero && link.Pending == 0 && now - _idleTxSince > S.IdleTransactionTimeout)
             Fail(link, SqlState.IdleInTransactionTimeout, "idle transaction timeout");
-        else if (link.Pending > 0 && _busySince == null) _busySince = now;
     }
 
     /// <summary>
