@@ -191,6 +191,37 @@ public sealed class WorkloadIntegrationTests(PostgresFixture pg, ITestOutputHelp
     }
 
     [Fact]
+    public async Task Killed_connections_are_counted_and_reopened()
+    {
+        var db = await NewDatabaseAsync();
+        try
+        {
+            await InitAsync(Direct(db));
+            var json = Path.Combine(Path.GetTempPath(), $"{db}.json");
+            var run = WorkloadAsync("run", "--uri", Direct(db), "--connections", "3", "--duration", "3s", "--delay", "20",
+                "--progress", "0", "--name", "killed", "--json", json);
+            await Task.Delay(1000);
+            const string Backends = "select count(*) from pg_stat_activity where application_name = 'workload-killed'";
+            Assert.Equal(3L, await pg.ScalarAsync(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity where application_name = 'workload-killed'", db));
+            // The loops notice at their next statement, count the failure and open new connections.
+            await Eventually.True(async () => !run.IsCompleted && (long)(await pg.ScalarAsync(Backends, db))! == 3,
+                "three new connections while the run goes on", timeout: TimeSpan.FromSeconds(1.8));
+            var (code, _, _) = await run;
+            Assert.Equal(0, code);
+            using var doc = JsonDocument.Parse(await File.ReadAllTextAsync(json));
+            File.Delete(json);
+            var errors = doc.RootElement.GetProperty("errors").EnumerateObject().ToDictionary(e => e.Name, e => e.Value.GetInt64());
+            Assert.InRange(errors.Where(e => e.Key is "57P01" or "08006").Sum(e => e.Value), 1, 6);
+            Assert.True(doc.RootElement.GetProperty("steps").GetProperty("__cycle__").GetProperty("count").GetInt64() > 0);
+        }
+        finally
+        {
+            await pg.DropDatabaseAsync(db);
+        }
+    }
+
+    [Fact]
     public async Task Run_without_a_server_exits_1()
     {
         var (code, _, stderr) = await WorkloadAsync("run", "--uri", $"postgresql://{User}@127.0.0.1:{FreePort.Next()}/x?connect_timeout=2",
