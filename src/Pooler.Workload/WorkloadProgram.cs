@@ -43,6 +43,12 @@ public static class WorkloadProgram
         {
             return await BadAsync(stderr, e.Message);
         }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            // Interrupted before the run started (while opening or in init): nothing to report.
+            await stderr.WriteLineAsync($"{args[0]}: interrupted");
+            return CannotConnect;
+        }
         catch (NpgsqlException e) when (e is not PostgresException)
         {
             await stderr.WriteLineAsync($"{args[0]}: cannot connect: {e.Message}");
