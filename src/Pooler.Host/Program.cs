@@ -7,6 +7,12 @@ using Pooler.Actors;
 using Pooler.Actors.Config;
 using Pooler.Host;
 
+// Socket completions run on .NET's socket event thread, where the inline dispatcher (reference.conf)
+// carries each read through the sessions to the other socket's send without a thread hand-off.
+// Read once, when the first socket is made: set before anything opens one. An explicit setting wins.
+if (Environment.GetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS") == null)
+    Environment.SetEnvironmentVariable("DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS", "1");
+
 HostOptions options;
 try
 {

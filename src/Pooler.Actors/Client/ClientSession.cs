@@ -14,7 +14,7 @@ namespace Pooler.Actors.Client;
 /// <summary>
 /// One client connection. Behaviours: Startup (startup packet, SSL/GSS refusals, cancel requests),
 /// Authenticating, LoggingIn (waiting for the pool's parameters), Ready (linked or not), Waiting (for
-/// a server, reads paused), Closing. While linked, the client's bytes go straight to the server's
+/// a server; reading pauses only past 64 KiB held), Closing. While linked, the client's bytes go straight to the server's
 /// socket actor; only message headers are read, to count the units each ReadyForQuery answers.
 /// </summary>
 public sealed class ClientSession : ReceiveActor, IWithTimers
@@ -42,6 +42,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private readonly MessageBuffer _buf;
     private readonly FrameScanner _scan;
     private readonly RelayFlow _flow;
+    private const int MaxHeldBytes = 64 * 1024;
 
     private string _user = "", _database = "";
     private DatabaseSettings? _db;
@@ -382,7 +383,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     // ---------------- Ready / Waiting ----------------
 
     /// <summary>
-    /// Logged in, linked or not, or waiting for a server (<see cref="_held"/> set, reads paused). One
+    /// Logged in, linked or not, or waiting for a server (<see cref="_held"/> set). One
     /// behaviour for all three: ReceiveActor rebuilds its handlers on every Become, and a busy pool
     /// moves clients between these states on every transaction.
     /// </summary>
@@ -397,6 +398,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             if (terminateAt >= 0) { Leave(); return; }
             _held = _held.Concat(r.Data);
             _heldUnits += units;
+            HoldBound();
         });
         Receive<ServerSession.Linked>(l =>
         {
@@ -583,17 +585,27 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             return;
         }
         _waiter = new Waiter(Self, _conn, _params);
-        h ??= _exchange.TakeOrQueue(_waiter);
+        var wakePool = false;
+        h ??= _exchange.TakeOrQueue(_waiter, out wakePool);
         if (h != null)
         {
             // the server must first run its check query or SET the client's settings
             _waiter.TakenBy = h.Server;
             h.Server.Tell(new ServerSession.Assign(_waiter, h.IdleSince));
         }
-        else _pool.Tell(new Pool.Wakeup());
+        else if (wakePool) _pool.Tell(new Pool.Wakeup());
         _held = data;
         _heldUnits = units;
-        _flow.Suspend();
+        HoldBound();
+    }
+
+    /// <summary>
+    /// A waiting client keeps being read (a paused read costs two messages per transaction) until
+    /// what it sent meanwhile passes <see cref="MaxHeldBytes"/>; then reading pauses until it is linked.
+    /// </summary>
+    private void HoldBound()
+    {
+        if (_held != null && _held.Count > MaxHeldBytes) _flow.Suspend();
     }
 
     private void Write(Link link, ByteString data) => _flow.Write(link.ServerConn, data, link.ServerAck);

@@ -123,7 +123,14 @@ public sealed class Pool : ReceiveActor, IWithTimers
         // a pool whose first login waits (its server could not be opened within max-db/user-connections) tries again
         while (_exchange.WaitingCount > _connecting || _servers.Count < min || (_loginWaiters.Count > 0 && _servers.Count == 0))
             if (!OpenServer(force: false)) break;
+        NoteSize();
     }
+
+    /// <summary>
+    /// A full pool is not told of each queued client (a message per transaction under load); the
+    /// reserve pool and waiters of a pool that shrank are still served by the tick.
+    /// </summary>
+    private void NoteSize() => _exchange.SetFull(_servers.Count >= S.PoolSizeFor(_db));
 
     private bool OpenServer(bool force)
     {
@@ -139,6 +146,7 @@ public sealed class Pool : ReceiveActor, IWithTimers
         Context.Watch(server);
         _servers[server] = null;
         _connecting++;
+        NoteSize();
         if (_servers.Count > size)
             _log.Info("pool {0} node {1}: using the reserve pool ({2} servers)", _name, _rt.NodeName, _servers.Count);
         return true;
@@ -178,6 +186,7 @@ public sealed class Pool : ReceiveActor, IWithTimers
         {
             if (handle == null) _connecting--;
             _rt.Budget.Return(_db.Name, _creds.User);
+            NoteSize();
             Fill();
             return;
         }

@@ -55,6 +55,7 @@ public sealed class PoolExchange
     private readonly List<ServerHandle> _idle = new(); // LIFO: the most recently used server is reused first
     private readonly LinkedList<Waiter> _waiting = new();
     private int _generation;
+    private bool _full;
 
     public int Generation => Volatile.Read(ref _generation);
     public int IdleCount { get { lock (_lock) return _idle.Count; } }
@@ -63,15 +64,26 @@ public sealed class PoolExchange
     /// <summary>Servers opened before this call are closed instead of reused (RECONNECT, reload).</summary>
     public void NewGeneration() => Interlocked.Increment(ref _generation);
 
-    /// <summary>Client side: an idle server, or null after queueing the waiter.</summary>
-    public ServerHandle? TakeOrQueue(Waiter w)
+    /// <summary>
+    /// Client side: an idle server, or null after queueing the waiter. <paramref name="poolMayGrow"/>
+    /// says whether the pool actor should hear of the new waiter: not when it has all the servers it
+    /// may open anyway (read under the lock the pool sets it with, so no waiter slips past a shrink).
+    /// </summary>
+    public ServerHandle? TakeOrQueue(Waiter w, out bool poolMayGrow)
     {
         lock (_lock)
         {
             var h = TakeIdle();
             if (h == null) { w.Since = DateTime.UtcNow; _waiting.AddLast(w); }
+            poolMayGrow = !_full;
             return h;
         }
+    }
+
+    /// <summary>Pool side: whether the pool is at its size (queued clients need not wake it).</summary>
+    public void SetFull(bool full)
+    {
+        lock (_lock) _full = full;
     }
 
     /// <summary>Client side, fast path: an idle server or null (nothing queued).</summary>

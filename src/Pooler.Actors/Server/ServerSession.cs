@@ -333,13 +333,13 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private void SyncParamsThenLink(Assign a)
     {
         if (_assignAbandoned) { _pendingAssign = null; GoIdle(); return; }
-        var sql = new StringBuilder();
+        StringBuilder? sql = null;
         foreach (var (name, value) in a.Waiter.Params.Values)
         {
             if (_params.TryGetValue(name, out var cur) && cur == value) continue;
-            sql.Append("SET ").Append(name).Append(" TO '").Append(value.Replace("'", "''")).Append("';");
+            (sql ??= new StringBuilder()).Append("SET ").Append(name).Append(" TO '").Append(value.Replace("'", "''")).Append("';");
         }
-        if (sql.Length == 0) { LinkTo(a); return; }
+        if (sql == null) { LinkTo(a); return; }
         RunInternal(sql.ToString(), error =>
         {
             if (_assignAbandoned) { _pendingAssign = null; GoIdle(); return; }

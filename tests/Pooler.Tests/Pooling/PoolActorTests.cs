@@ -59,7 +59,7 @@ public class PoolActorTests(PostgresFixture pg) : Akka.TestKit.Xunit2.TestKit("a
     {
         var w = new Waiter(c.Probe.Ref, c.Conn.Ref, new ClientParams());
         c.Waiter = w;
-        if (s.Exchange.TakeOrQueue(w) is { } h)
+        if (s.Exchange.TakeOrQueue(w, out _) is { } h)
         {
             w.TakenBy = h.Server;
             h.Server.Tell(new ServerSession.Assign(w, h.IdleSince));
