@@ -494,7 +494,7 @@ printf 'target\tconnections\tstatus\trss_before_kib\trss_holding_kib\tkib_per_cl
 # idle_run TARGET: IDLE_CONNECTIONS clients held open through TARGET, RSS before and while holding.
 idle_run() {
   local target=$1 json="$raw/idle-$1.json" out="$raw/idle-$1.log" fifo="$work/idle-$1.fifo" status=ok
-  local before holding=0 r t0 opened="" open_s="-" failed="-" errors="-" per="-" backends i
+  local before holding=0 r t0 opened="" open_s="-" failed="-" errors="-" per="-" backends
   target_info "$target"
   if [ "$t_ok" != 1 ]; then printf '%s\t%s\tFAILED(%s)\t-\t-\t-\t-\t-\t-\t-\n' "$target" "$IDLE_CONNECTIONS" "$t_why" >>"$idle"; return 0; fi
   if ! fits $(( IDLE_CONNECTIONS / 400 + 15 )); then printf '%s\t%s\tSKIPPED(budget)\t-\t-\t-\t-\t-\t-\t-\n' "$target" "$IDLE_CONNECTIONS" >>"$idle"; return 0; fi
@@ -513,7 +513,7 @@ idle_run() {
   timeout -k 10 $(( IDLE_TIMEOUT + 60 )) $WORKLOAD_CMD idle --uri "$(uri "$t_role" "$t_port" bench)" --connections "$IDLE_CONNECTIONS" \
     --hold-until-stdin-closes --json "$json" <"$fifo" >"$out" 2>&1 {idle_fd}>&- &
   idle_pid=$!
-  for i in $(seq 1 $(( IDLE_TIMEOUT * 5 ))); do
+  for _ in $(seq 1 $(( IDLE_TIMEOUT * 5 ))); do
     if grep -q '^HOLDING' "$out" 2>/dev/null; then opened=$(date +%s.%N); break; fi
     kill -0 "$idle_pid" 2>/dev/null || break
     sleep 0.2
