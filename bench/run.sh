@@ -29,7 +29,7 @@ usage() {
 usage: bench/run.sh [--quick] [--help]
 
 --quick   smaller defaults (each still overridable by its variable): CLIENTS="1 50", DURATION=5, SEED_RUNS=1,
-          SEED_CONNECTIONS=256, SEED_ITERATIONS=400, IDLE_CONNECTIONS=2000, BUDGET_MINUTES=5
+          SEED_CONNECTIONS=256, SEED_ITERATIONS=300, IDLE_CONNECTIONS=2000, BUDGET_MINUTES=4
 
 Environment (full-run default first):
   PARTS            "matrix seed idle"        which parts to run
@@ -43,13 +43,13 @@ Environment (full-run default first):
   SEED_POOL_SIZE   64                        pool size of both poolers for the seed experiment
   SEED_RUNS        3                         runs per target, each after a fresh init
   SEED_CONNECTIONS 1024   SEED_WORKERS 4     workload connections (split over workers)
-  SEED_ITERATIONS  6000                      cycles per worker
+  SEED_ITERATIONS  4000                      cycles per worker
   SEED_FLIGHTS     50000  SEED_DELAY 100  SEED_BATCH 64
   SEED_FREQS       "10 90 75 25"             --schedule-freq --status-freq --inventory-freq --price-freq
-  SEED_RATE_GUESS  800                       cycles/s assumed for the time plan only
+  SEED_RATE_GUESS  300                       cycles/s assumed for the time plan only
   IDLE_CONNECTIONS 10000                     idle clients per pooler
   MAX_CLIENT_CONN  max(2000, IDLE_CONNECTIONS + 1000), for both poolers
-  BUDGET_MINUTES   38                        runs that would start past this are skipped (marked SKIPPED)
+  BUDGET_MINUTES   38                        runs that would not end by then are skipped (SKIPPED), seed runs cut
   AUTH             trust                     trust | md5 | scram-sha-256
   POOLER_CMD       command taking --config FILE (default: dotnet on the Release Pooler.Host.dll)
   WORKLOAD_CMD     Pooler.Workload command (default: dotnet on the Release Pooler.Workload.dll)
@@ -67,8 +67,8 @@ for arg in "$@"; do
 done
 
 if [ "$quick" = 1 ]; then
-  : "${CLIENTS:=1 50}" "${DURATION:=5}" "${SEED_RUNS:=1}" "${SEED_CONNECTIONS:=256}" "${SEED_ITERATIONS:=400}"
-  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_MINUTES:=5}"
+  : "${CLIENTS:=1 50}" "${DURATION:=5}" "${SEED_RUNS:=1}" "${SEED_CONNECTIONS:=256}" "${SEED_ITERATIONS:=300}"
+  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_MINUTES:=4}"
 fi
 PARTS=${PARTS:-"matrix seed idle"}
 TARGETS=${TARGETS:-"direct pgbouncer pooler"}
@@ -82,12 +82,12 @@ SEED_POOL_SIZE=${SEED_POOL_SIZE:-64}
 SEED_RUNS=${SEED_RUNS:-3}
 SEED_CONNECTIONS=${SEED_CONNECTIONS:-1024}
 SEED_WORKERS=${SEED_WORKERS:-4}
-SEED_ITERATIONS=${SEED_ITERATIONS:-6000}
+SEED_ITERATIONS=${SEED_ITERATIONS:-4000}
 SEED_FLIGHTS=${SEED_FLIGHTS:-50000}
 SEED_DELAY=${SEED_DELAY:-100}
 SEED_BATCH=${SEED_BATCH:-64}
 SEED_FREQS=${SEED_FREQS:-"10 90 75 25"}
-SEED_RATE_GUESS=${SEED_RATE_GUESS:-800}
+SEED_RATE_GUESS=${SEED_RATE_GUESS:-300}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 MAX_CLIENT_CONN=${MAX_CLIENT_CONN:-$(( IDLE_CONNECTIONS + 1000 > 2000 ? IDLE_CONNECTIONS + 1000 : 2000 ))}
 BUDGET_MINUTES=${BUDGET_MINUTES:-38}
@@ -152,6 +152,9 @@ fits() { [ $(( SECONDS + $1 )) -le "$budget_end" ]; }
 # --- tools and folders ------------------------------------------------------------------------------
 fd_need=$(( (max_clients > SEED_CONNECTIONS ? max_clients : SEED_CONNECTIONS) * 2 + IDLE_CONNECTIONS * 2 + 4096 ))
 pgh_raise_nofile $(( fd_need > 65536 ? fd_need : 65536 ))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $(( IDLE_CONNECTIONS + 2000 )) ]; then
+  pgh_log "warning: open files limit $(ulimit -n) is low for $IDLE_CONNECTIONS idle clients"
+fi
 pgh_install_missing with-pgbouncer
 PGBIN=$(pgh_find_bin) || pgh_die "PostgreSQL binaries not found"
 PGBENCH="$PGBIN/pgbench"
@@ -229,13 +232,9 @@ fi
 if [ -n "$workload_note" ] && { has "$PARTS" seed || has "$PARTS" idle; }; then
   pgh_log "seed and idle parts skipped: $workload_note"
 fi
-# workload ARGS...: the workload command (WORKLOAD_CMD is one string, split on spaces on purpose).
-workload() {
-  # shellcheck disable=SC2086
-  record $WORKLOAD_CMD "$@"
-  # shellcheck disable=SC2086
-  $WORKLOAD_CMD "$@"
-}
+# WORKLOAD_CMD is one string, split on spaces on purpose into the command to run ("${wl[@]}" ARGS...).
+# shellcheck disable=SC2206
+wl=(${WORKLOAD_CMD:-})
 
 # --- PostgreSQL -----------------------------------------------------------------------------------
 seed_max=0
@@ -272,7 +271,7 @@ pgh_psql_super "$pg_dir" "$pg_port" bench -c "CREATE EXTENSION pg_stat_statement
 
 if has "$PARTS" matrix; then
   pgh_log "pgbench -i -s $SCALE"
-  record pgbench -i -s "$SCALE" -q -h 127.0.0.1 -p "$pg_port" -U bench bench
+  record "$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$pg_port" -U bench bench
   PGPASSWORD=$PASSWORD timeout -k 10 900 "$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$pg_port" -U bench bench >"$work/init.log" 2>&1 \
     || { cat "$work/init.log" >&2; pgh_die "pgbench -i failed"; }
   # One role per target, so pg_stat_activity tells whose backends they are; TPC-B writes, so full rights.
@@ -444,7 +443,9 @@ seed_run() {
   if [ "$t_ok" != 1 ]; then printf '%s\t%s\tFAILED(%s)\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n' "$target" "$r" "$t_why" >>"$seed"; return 0; fi
   if ! fits $(( est_seed_run + 10 )); then printf '%s\t%s\tSKIPPED(budget)\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n' "$target" "$r" >>"$seed"; return 0; fi
   t0=$SECONDS
-  if ! timeout -k 10 600 workload init --uri "$(uri "$t_role" "$pg_port" "$db")" --flights "$SEED_FLIGHTS" >"$raw/seed-$target-$r-init.log" 2>&1; then
+  set -- "${wl[@]}" init --uri "$(uri "$t_role" "$pg_port" "$db")" --flights "$SEED_FLIGHTS"
+  record "$@"
+  if ! timeout -k 10 600 "$@" >"$raw/seed-$target-$r-init.log" 2>&1; then
     tail -n 10 "$raw/seed-$target-$r-init.log" >&2 || true
     printf '%s\t%s\tFAILED(init)\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n' "$target" "$r" >>"$seed"; return 0
   fi
@@ -453,10 +454,15 @@ seed_run() {
   bl_sampler_start "$work/sample" $(( SEED_RUN_TIMEOUT + 30 )) "$super_psql" "$t_role" "$t_pid"
   [ -n "$t_pid" ] && cpu0=$(bl_cpu_ticks "$t_pid")
   rm -f "$json"
-  timeout -k 10 "$SEED_RUN_TIMEOUT" workload run --uri "$(uri "$t_role" "$t_port" "$db")" --connections "$SEED_CONNECTIONS" \
+  set -- "${wl[@]}" run --uri "$(uri "$t_role" "$t_port" "$db")" --connections "$SEED_CONNECTIONS" \
     --workers "$SEED_WORKERS" --iterations "$SEED_ITERATIONS" --delay "$SEED_DELAY" --batch-size "$SEED_BATCH" \
     --schedule-freq "$freq_schedule" --status-freq "$freq_status" --inventory-freq "$freq_inventory" --price-freq "$freq_price" \
-    --no-prepare --name "$target" --json "$json" >"$out" 2>&1 || rc=$?
+    --no-prepare --name "$target" --json "$json"
+  record "$@"
+  # Bounded by its own timeout and by what is left of the budget (plus a minute): a cut run has no JSON.
+  local limit=$(( budget_end - SECONDS + 60 ))
+  [ "$limit" -lt "$SEED_RUN_TIMEOUT" ] || limit=$SEED_RUN_TIMEOUT
+  timeout -k 10 "$limit" "$@" >"$out" 2>&1 || rc=$?
   [ -n "$t_pid" ] && cpu1=$(bl_cpu_ticks "$t_pid")
   bl_sampler_stop
   backends=$(cat "$work/sample.backends")
@@ -507,11 +513,9 @@ idle_run() {
   # the sampler starts and closed in the workload's redirections, so no other process holds a writer.
   exec {idle_fd}<>"$fifo"
   t0=$(date +%s.%N)
-  # shellcheck disable=SC2086
-  record $WORKLOAD_CMD idle --uri "$(uri "$t_role" "$t_port" bench)" --connections "$IDLE_CONNECTIONS" --hold-until-stdin-closes --json "$json"
-  # shellcheck disable=SC2086
-  timeout -k 10 $(( IDLE_TIMEOUT + 60 )) $WORKLOAD_CMD idle --uri "$(uri "$t_role" "$t_port" bench)" --connections "$IDLE_CONNECTIONS" \
-    --hold-until-stdin-closes --json "$json" <"$fifo" >"$out" 2>&1 {idle_fd}>&- &
+  set -- "${wl[@]}" idle --uri "$(uri "$t_role" "$t_port" bench)" --connections "$IDLE_CONNECTIONS" --hold-until-stdin-closes --json "$json"
+  record "$@"
+  timeout -k 10 $(( IDLE_TIMEOUT + 60 )) "$@" <"$fifo" >"$out" 2>&1 {idle_fd}>&- &
   idle_pid=$!
   for _ in $(seq 1 $(( IDLE_TIMEOUT * 5 ))); do
     if grep -q '^HOLDING' "$out" 2>/dev/null; then opened=$(date +%s.%N); break; fi

@@ -64,20 +64,23 @@ public static class Charts
 
     /// <summary>
     /// Latency distributions (ms by percentile) on a nines x axis and a log10 ms y axis. Series of the same target
-    /// share a colour; only the first of them is named in the legend. A 100th percentile (the max) sits at 99.99.
+    /// share a colour; only the first of them is named in the legend. A 100th percentile (the max) sits at 99.99;
+    /// the 0th percentile is not drawn.
     /// </summary>
     public static void RenderLatency(IReadOnlyList<LatencySeries> series, string title, string path,
         int width = DefaultWidth, int height = DefaultHeight)
     {
-        if (series.Count == 0 || series.All(s => s.Points.Count == 0)) throw new ArgumentException("no latency points", nameof(series));
+        if (series.All(s => s.Points.All(p => p.Percentile <= 0))) throw new ArgumentException("no latency points", nameof(series));
         var plot = new Plot();
         var named = new HashSet<string>();
         double minMs = double.MaxValue, maxMs = 0, maxX = 0;
         foreach (var s in series.OrderBy(s => Array.IndexOf(TargetOrder, s.Target)))
         {
-            if (s.Points.Count == 0) continue;
-            var xs = s.Points.Select(p => NinesX(p.Percentile)).ToArray();
-            var ms = s.Points.Select(p => Math.Max(p.Ms, 0.001)).ToArray();
+            // The 0th percentile is the histogram's lowest bucket, not a latency anyone waits; it is left out.
+            var points = s.Points.Where(p => p.Percentile > 0).ToArray();
+            if (points.Length == 0) continue;
+            var xs = points.Select(p => NinesX(p.Percentile)).ToArray();
+            var ms = points.Select(p => Math.Max(p.Ms, 0.001)).ToArray();
             var (color, name) = Style(s.Target);
             var line = plot.Add.Scatter(xs, ms.Select(Math.Log10).ToArray(), color);
             line.LineWidth = 2;
@@ -94,13 +97,14 @@ public static class Charts
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(xt.Select(t => t.Item1).ToArray(), xt.Select(t => t.Item2).ToArray());
         plot.Axes.SetLimitsX(-0.05, Math.Max(maxX, 1) + 0.1);
 
-        // 1-2-5 ticks per decade between the smallest and largest value.
+        // 1-2-5 ticks per decade between the smallest and largest value (1 only when there are many decades).
         var lo = Math.Floor(Math.Log10(minMs));
         var hi = Math.Ceiling(Math.Log10(maxMs));
         if (hi <= lo) hi = lo + 1;
+        double[] steps = hi - lo > 4 ? [1.0] : [1.0, 2.0, 5.0];
         var yt = new List<(double, string)>();
         for (var d = lo; d <= hi; d++)
-            foreach (var m in new[] { 1.0, 2.0, 5.0 })
+            foreach (var m in steps)
             {
                 var v = m * Math.Pow(10, d);
                 if (Math.Log10(v) <= hi + 1e-9) yt.Add((Math.Log10(v), v.ToString("0.###", CultureInfo.InvariantCulture)));
