@@ -3,6 +3,7 @@
 #
 #   bench/run.sh            # full run (about 30 minutes on 2 cores; the plan is printed first)
 #   bench/run.sh --quick    # under 5 minutes: clients 1 and 50, 5 s per pgbench run, 1 seed run per target
+#   bench/run.sh --plan     # print what would run and how long it should take
 #   bench/run.sh --help
 #
 # Parts (PARTS="matrix seed idle"):
@@ -26,10 +27,12 @@ source "$here/lib.sh"
 
 usage() {
   cat <<'USAGE'
-usage: bench/run.sh [--quick] [--help]
+usage: bench/run.sh [--quick] [--plan] [--help]
+
+--plan    print the plan and its time estimate, run nothing
 
 --quick   smaller defaults (each still overridable by its variable): CLIENTS="1 50", DURATION=5, SEED_RUNS=1,
-          SEED_CONNECTIONS=256, SEED_ITERATIONS=300, IDLE_CONNECTIONS=2000, BUDGET_MINUTES=4
+          SEED_CONNECTIONS=256, SEED_ITERATIONS=200, IDLE_CONNECTIONS=2000, BUDGET_SECONDS=270
 
 Environment (full-run default first):
   PARTS            "matrix seed idle"        which parts to run
@@ -43,13 +46,13 @@ Environment (full-run default first):
   SEED_POOL_SIZE   64                        pool size of both poolers for the seed experiment
   SEED_RUNS        3                         runs per target, each after a fresh init
   SEED_CONNECTIONS 1024   SEED_WORKERS 4     workload connections (split over workers)
-  SEED_ITERATIONS  4000                      cycles per worker
+  SEED_ITERATIONS  1500                      cycles per worker
   SEED_FLIGHTS     50000  SEED_DELAY 100  SEED_BATCH 64
   SEED_FREQS       "10 90 75 25"             --schedule-freq --status-freq --inventory-freq --price-freq
-  SEED_RATE_GUESS  300                       cycles/s assumed for the time plan only
+  SEED_RATE_GUESS  150                       cycles/s assumed for the time plan only
   IDLE_CONNECTIONS 10000                     idle clients per pooler
   MAX_CLIENT_CONN  max(2000, IDLE_CONNECTIONS + 1000), for both poolers
-  BUDGET_MINUTES   38                        runs that would not end by then are skipped (SKIPPED), seed runs cut
+  BUDGET_MINUTES   38   (or BUDGET_SECONDS)  runs that would not end by then are skipped (SKIPPED), seed runs cut
   AUTH             trust                     trust | md5 | scram-sha-256
   POOLER_CMD       command taking --config FILE (default: dotnet on the Release Pooler.Host.dll)
   WORKLOAD_CMD     Pooler.Workload command (default: dotnet on the Release Pooler.Workload.dll)
@@ -58,17 +61,19 @@ USAGE
 }
 
 quick=0
+plan_only=0
 for arg in "$@"; do
   case "$arg" in
     --quick) quick=1 ;;
+    --plan) plan_only=1 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
 done
 
 if [ "$quick" = 1 ]; then
-  : "${CLIENTS:=1 50}" "${DURATION:=5}" "${SEED_RUNS:=1}" "${SEED_CONNECTIONS:=256}" "${SEED_ITERATIONS:=300}"
-  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_MINUTES:=4}"
+  : "${CLIENTS:=1 50}" "${DURATION:=5}" "${SEED_RUNS:=1}" "${SEED_CONNECTIONS:=256}" "${SEED_ITERATIONS:=200}"
+  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_SECONDS:=270}"
 fi
 PARTS=${PARTS:-"matrix seed idle"}
 TARGETS=${TARGETS:-"direct pgbouncer pooler"}
@@ -82,22 +87,23 @@ SEED_POOL_SIZE=${SEED_POOL_SIZE:-64}
 SEED_RUNS=${SEED_RUNS:-3}
 SEED_CONNECTIONS=${SEED_CONNECTIONS:-1024}
 SEED_WORKERS=${SEED_WORKERS:-4}
-SEED_ITERATIONS=${SEED_ITERATIONS:-4000}
+SEED_ITERATIONS=${SEED_ITERATIONS:-1500}
 SEED_FLIGHTS=${SEED_FLIGHTS:-50000}
 SEED_DELAY=${SEED_DELAY:-100}
 SEED_BATCH=${SEED_BATCH:-64}
 SEED_FREQS=${SEED_FREQS:-"10 90 75 25"}
-SEED_RATE_GUESS=${SEED_RATE_GUESS:-300}
+SEED_RATE_GUESS=${SEED_RATE_GUESS:-150}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 MAX_CLIENT_CONN=${MAX_CLIENT_CONN:-$(( IDLE_CONNECTIONS + 1000 > 2000 ? IDLE_CONNECTIONS + 1000 : 2000 ))}
 BUDGET_MINUTES=${BUDGET_MINUTES:-38}
+BUDGET_SECONDS=${BUDGET_SECONDS:-$(( BUDGET_MINUTES * 60 ))}
 AUTH=${AUTH:-trust}
 RESULTS_DIR=${RESULTS_DIR:-$here/results}
 PASSWORD=bench-pass
 
 case "$AUTH" in trust|md5|scram-sha-256) ;; *) pgh_die "AUTH must be trust, md5 or scram-sha-256" ;; esac
 for v in DURATION THREADS SCALE POOL_SIZE SEED_POOL_SIZE SEED_RUNS SEED_CONNECTIONS SEED_WORKERS SEED_ITERATIONS \
-         SEED_FLIGHTS SEED_DELAY SEED_BATCH SEED_RATE_GUESS IDLE_CONNECTIONS MAX_CLIENT_CONN BUDGET_MINUTES; do
+         SEED_FLIGHTS SEED_DELAY SEED_BATCH SEED_RATE_GUESS IDLE_CONNECTIONS MAX_CLIENT_CONN BUDGET_SECONDS; do
   if ! [[ "${!v}" =~ ^[0-9]+$ ]] || [ "${!v}" -eq 0 ]; then pgh_die "$v must be a positive integer (is '${!v}')"; fi
 done
 for c in $CLIENTS; do if ! [[ "$c" =~ ^[0-9]+$ ]] || [ "$c" -eq 0 ]; then pgh_die "CLIENTS must be positive integers"; fi; done
@@ -126,16 +132,17 @@ max_clients=1
 est_matrix=0
 for c in $CLIENTS; do
   [ "$c" -gt "$max_clients" ] && max_clients=$c
-  est_matrix=$(( est_matrix + n_scripts * n_targets * (DURATION + 3 + c / 150) ))
+  est_matrix=$(( est_matrix + n_scripts * n_targets * (DURATION + 2 + c / 150) ))
 done
 seed_cycles=$(( SEED_ITERATIONS * SEED_WORKERS ))
-est_seed_run=$(( 8 + SEED_FLIGHTS / 4000 + SEED_CONNECTIONS / 150 + seed_cycles / SEED_RATE_GUESS ))
+est_seed_run=$(( 5 + SEED_FLIGHTS / 10000 + SEED_CONNECTIONS / 150 + seed_cycles / SEED_RATE_GUESS ))
 est_seed=$(( n_targets * SEED_RUNS * est_seed_run ))
-est_idle=$(( n_poolers * (12 + IDLE_CONNECTIONS / 400) ))
+est_idle=$(( n_poolers * (10 + IDLE_CONNECTIONS / 400) ))
 has "$PARTS" matrix || est_matrix=0
 has "$PARTS" seed || est_seed=0
 has "$PARTS" idle || est_idle=0
-est_total=$(( 90 + est_matrix + est_seed + est_idle ))
+# Build (incremental) and setup before, report and charts after: about a minute together.
+est_total=$(( 60 + est_matrix + est_seed + est_idle ))
 # A seed run may take several times the guess before it is called hung.
 SEED_RUN_TIMEOUT=${SEED_RUN_TIMEOUT:-$(( 120 + 4 * est_seed_run ))}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-$(( 60 + IDLE_CONNECTIONS / 50 ))}
@@ -144,8 +151,9 @@ pgh_log "plan ($([ "$quick" = 1 ] && echo quick || echo full)): parts [$PARTS], 
 pgh_log "  matrix: scripts [$SCRIPTS] x clients [$CLIENTS] x ${n_targets} targets, ${DURATION} s each, -j $THREADS, pool $POOL_SIZE: ~$(( est_matrix / 60 )) min"
 pgh_log "  seed:   ${n_targets} targets x $SEED_RUNS runs, $SEED_CONNECTIONS connections, $SEED_ITERATIONS cycles/worker x $SEED_WORKERS, pool $SEED_POOL_SIZE: ~$(( est_seed / 60 )) min (guessing $SEED_RATE_GUESS cycles/s)"
 pgh_log "  idle:   $IDLE_CONNECTIONS clients through [${poolers}]: ~$(( est_idle / 60 )) min"
-pgh_log "  total:  ~$(( est_total / 60 )) min with build and setup; runs that would start after ${BUDGET_MINUTES} min are skipped"
-budget_end=$(( SECONDS + BUDGET_MINUTES * 60 ))
+pgh_log "  total:  ~$(( est_total / 60 )) min $(( est_total % 60 )) s with build and setup; runs that would not end within $(( BUDGET_SECONDS / 60 )) min $(( BUDGET_SECONDS % 60 )) s are skipped"
+[ "$plan_only" = 0 ] || exit 0
+budget_end=$(( SECONDS + BUDGET_SECONDS ))
 # fits SECONDS_NEEDED: is there time left in the budget for a step of that length?
 fits() { [ $(( SECONDS + $1 )) -le "$budget_end" ]; }
 
