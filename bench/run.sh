@@ -147,11 +147,12 @@ est_total=$(( 60 + est_matrix + est_seed + est_idle ))
 SEED_RUN_TIMEOUT=${SEED_RUN_TIMEOUT:-$(( 120 + 4 * est_seed_run ))}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-$(( 60 + IDLE_CONNECTIONS / 50 ))}
 
+mmss() { printf '%d min %02d s' $(( $1 / 60 )) $(( $1 % 60 )); }
 pgh_log "plan ($([ "$quick" = 1 ] && echo quick || echo full)): parts [$PARTS], targets [$TARGETS]"
-pgh_log "  matrix: scripts [$SCRIPTS] x clients [$CLIENTS] x ${n_targets} targets, ${DURATION} s each, -j $THREADS, pool $POOL_SIZE: ~$(( est_matrix / 60 )) min"
-pgh_log "  seed:   ${n_targets} targets x $SEED_RUNS runs, $SEED_CONNECTIONS connections, $SEED_ITERATIONS cycles/worker x $SEED_WORKERS, pool $SEED_POOL_SIZE: ~$(( est_seed / 60 )) min (guessing $SEED_RATE_GUESS cycles/s)"
-pgh_log "  idle:   $IDLE_CONNECTIONS clients through [${poolers}]: ~$(( est_idle / 60 )) min"
-pgh_log "  total:  ~$(( est_total / 60 )) min $(( est_total % 60 )) s with build and setup; runs that would not end within $(( BUDGET_SECONDS / 60 )) min $(( BUDGET_SECONDS % 60 )) s are skipped"
+pgh_log "  matrix: scripts [$SCRIPTS] x clients [$CLIENTS] x ${n_targets} targets, ${DURATION} s each, -j $THREADS, pool $POOL_SIZE: ~$(mmss "$est_matrix")"
+pgh_log "  seed:   ${n_targets} targets x $SEED_RUNS runs, $SEED_CONNECTIONS connections, $SEED_ITERATIONS cycles/worker x $SEED_WORKERS, pool $SEED_POOL_SIZE: ~$(mmss "$est_seed") (guessing $SEED_RATE_GUESS cycles/s)"
+pgh_log "  idle:   $IDLE_CONNECTIONS clients through [${poolers}]: ~$(mmss "$est_idle")"
+pgh_log "  total:  ~$(mmss "$est_total") with build, setup and report; runs that would not end within $(mmss "$BUDGET_SECONDS") are skipped"
 [ "$plan_only" = 0 ] || exit 0
 budget_end=$(( SECONDS + BUDGET_SECONDS ))
 # fits SECONDS_NEEDED: is there time left in the budget for a step of that length?
@@ -468,7 +469,7 @@ seed_run() {
     --no-prepare --name "$target" --json "$json"
   record "$@"
   # Bounded by its own timeout and by what is left of the budget (plus a minute): a cut run has no JSON.
-  local limit=$(( budget_end - SECONDS + 60 ))
+  local limit=$(( budget_end - SECONDS + 15 ))
   [ "$limit" -lt "$SEED_RUN_TIMEOUT" ] || limit=$SEED_RUN_TIMEOUT
   timeout -k 10 "$limit" "$@" >"$out" 2>&1 || rc=$?
   [ -n "$t_pid" ] && cpu1=$(bl_cpu_ticks "$t_pid")
