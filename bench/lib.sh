@@ -66,13 +66,14 @@ bl_latency_stats() {
   rm -f "$sorted"
 }
 
-# bl_sampler_start OUT_PREFIX MAX_SECONDS PSQL_ARGS ROLE [PID]: a background loop (every 0.5 s, at most
-# MAX_SECONDS) that keeps in OUT_PREFIX.backends the most client backends of ROLE seen in pg_stat_activity and, when
+# bl_sampler_start OUT_PREFIX MAX_SECONDS PSQL_ARGS ROLE DB [PID]: a background loop (every 0.5 s, at most
+# MAX_SECONDS) that keeps in OUT_PREFIX.backends the most client backends of ROLE in database DB seen in
+# pg_stat_activity (a pooler's idle servers for other databases are not counted) and, when
 # PID is given, in OUT_PREFIX.rss the highest VmRSS (KiB) of PID. PSQL_ARGS is one string of psql connection options
 # (superuser over the socket). Sets BL_SAMPLER_PID; stop it with bl_sampler_stop.
 BL_SAMPLER_PID=""
 bl_sampler_start() {
-  local out=$1 max_s=$2 psql_args=$3 role=$4 pid=${5:-}
+  local out=$1 max_s=$2 psql_args=$3 role=$4 db=$5 pid=${6:-}
   echo 0 >"$out.backends"
   echo 0 >"$out.rss"
   (
@@ -81,7 +82,7 @@ bl_sampler_start() {
     while [ "$SECONDS" -lt "$end" ]; do
       # shellcheck disable=SC2086
       n=$(timeout 5 $psql_args -X -At -c \
-        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename = '$role'" 2>/dev/null || echo 0)
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename = '$role' AND datname = '$db'" 2>/dev/null || echo 0)
       if [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -gt "$maxb" ]; then maxb=$n; echo "$maxb" >"$out.backends"; fi
       if [ -n "$pid" ]; then
         r=$(bl_status_kib "$pid" VmRSS)

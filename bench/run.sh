@@ -401,7 +401,7 @@ matrix_run() {
   set -- "$PGBENCH" -h 127.0.0.1 -p "$t_port" -U "$t_role" $(script_args "$script") -T "$DURATION" -c "$c" -j "$threads" -n \
     -l --log-prefix="$logdir/tx" bench
   record "$@"
-  bl_sampler_start "$work/sample" $(( DURATION + 120 )) "$super_psql" "$t_role" "$t_pid"
+  bl_sampler_start "$work/sample" $(( DURATION + 120 )) "$super_psql" "$t_role" bench "$t_pid"
   [ -n "$t_pid" ] && cpu0=$(bl_cpu_ticks "$t_pid")
   PGPASSWORD=$PASSWORD timeout -k 10 $(( DURATION + 60 + c / 10 )) "$@" >"$out" 2>&1 || rc=$?
   [ -n "$t_pid" ] && cpu1=$(bl_cpu_ticks "$t_pid")
@@ -460,7 +460,7 @@ seed_run() {
   fi
   init_s=$(( SECONDS - t0 ))
   sql bench "SELECT pg_stat_statements_reset()" >/dev/null
-  bl_sampler_start "$work/sample" $(( SEED_RUN_TIMEOUT + 30 )) "$super_psql" "$t_role" "$t_pid"
+  bl_sampler_start "$work/sample" $(( SEED_RUN_TIMEOUT + 30 )) "$super_psql" "$t_role" "$db" "$t_pid"
   [ -n "$t_pid" ] && cpu0=$(bl_cpu_ticks "$t_pid")
   rm -f "$json"
   set -- "${wl[@]}" run --uri "$(uri "$t_role" "$t_port" "$db")" --connections "$SEED_CONNECTIONS" \
@@ -517,7 +517,7 @@ idle_run() {
   before=$(bl_status_kib "$t_pid" VmRSS)
   rm -f "$fifo" "$json"
   mkfifo "$fifo"
-  bl_sampler_start "$work/sample" $(( IDLE_TIMEOUT + 60 )) "$super_psql" "$t_role" "$t_pid"
+  bl_sampler_start "$work/sample" $(( IDLE_TIMEOUT + 60 )) "$super_psql" "$t_role" bench "$t_pid"
   # Our read-write end keeps the FIFO open without blocking; closing it is the workload's end of input. Opened after
   # the sampler starts and closed in the workload's redirections, so no other process holds a writer.
   exec {idle_fd}<>"$fifo"
@@ -644,7 +644,7 @@ mib() { [[ "${1:-}" =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 
     echo
     echo "\`pgbench -T $DURATION -j $THREADS -n\` per run; both poolers in transaction mode with pool size $POOL_SIZE, max_client_conn $MAX_CLIENT_CONN."
     echo "tps excludes the initial connection time; p50/p99/max come from pgbench's per-transaction log (\`-l\`), nearest rank;"
-    echo "\"backends\" is the most client backends of the target's role seen in pg_stat_activity (sampled every 0.5 s)."
+    echo "\"backends\" is the most client backends of the target's role in the bench database seen in pg_stat_activity (sampled every 0.5 s)."
     echo
     for script in $SCRIPTS; do
       echo "### $(script_title "$script")"
