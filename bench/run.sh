@@ -1,0 +1,792 @@
+#!/usr/bin/env bash
+# One command, one run, one machine: PostgreSQL direct vs PgBouncer vs Pooler.
+#
+#   bench/run.sh            # full run (about 30 minutes on 2 cores; the plan is printed first)
+#   bench/run.sh --quick    # under 5 minutes: clients 1 and 50, 5 s per pgbench run, 1 seed run per target
+#   bench/run.sh --plan     # print what would run and how long it should take
+#   bench/run.sh --help
+#
+# Parts (PARTS="matrix seed idle"):
+#   matrix  pgbench -S (simple), -S -M extended and the TPC-B-like script at each client count, per target:
+#           tps, average/p50/p99/max latency (p99 from per-transaction logs), failed transactions, most backends,
+#           CPU seconds per 1,000 transactions and peak RSS of the pooler under test
+#   seed    src/Pooler.Workload's flights workload, each target SEED_RUNS times on fresh data: per-step and per-cycle
+#           latency, cycles/s, errors by SQLSTATE, most backends, UPDATE statement time from pg_stat_statements
+#   idle    IDLE_CONNECTIONS idle clients held open through each pooler: RSS per client and time to open them
+# Results: bench/results/<YYYY-MM-DD-HHMM>.md plus PNG charts, copied to bench/results/latest.md and latest-*.png;
+# raw outputs (TSV, JSON, pgbench logs, commands) under bench/results/raw/<stamp>/ (not committed).
+# Env knobs: see usage() below. Everything listens on 127.0.0.1, lives in a temp folder and is stopped on exit.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+# shellcheck source=../scripts/pg-helpers.sh
+source "$repo/scripts/pg-helpers.sh"
+# shellcheck source=lib.sh
+source "$here/lib.sh"
+
+usage() {
+  cat <<'USAGE'
+usage: bench/run.sh [--quick] [--plan] [--help]
+
+--plan    print the plan and its time estimate, run nothing
+
+--quick   smaller defaults (each still overridable by its variable): CLIENTS="1 50", DURATION=5, SEED_RUNS=1,
+          SEED_CONNECTIONS=256, SEED_ITERATIONS=200, IDLE_CONNECTIONS=2000, BUDGET_SECONDS=270
+
+Environment (full-run default first):
+  PARTS            "matrix seed idle"        which parts to run
+  TARGETS          "direct pgbouncer pooler" (idle always skips direct)
+  SCRIPTS          "select-simple select-extended tpcb-like"
+  CLIENTS          "1 50 500 1000"           pgbench client counts
+  DURATION         20                        seconds per pgbench run
+  THREADS          2                         pgbench -j
+  SCALE            10                        pgbench -i -s
+  POOL_SIZE        20                        pool size of both poolers for the matrix
+  SEED_POOL_SIZE   64                        pool size of both poolers for the seed experiment
+  SEED_RUNS        3                         runs per target, each after a fresh init
+  SEED_CONNECTIONS 1024   SEED_WORKERS 4     workload connections (split over workers)
+  SEED_ITERATIONS  1500                      cycles per worker
+  SEED_FLIGHTS     50000  SEED_DELAY 100  SEED_BATCH 64
+  SEED_FREQS       "10 90 75 25"             --schedule-freq --status-freq --inventory-freq --price-freq
+  SEED_RATE_GUESS  150                       cycles/s assumed for the time plan only
+  IDLE_CONNECTIONS 10000                     idle clients per pooler
+  MAX_CLIENT_CONN  max(2000, IDLE_CONNECTIONS + 1000), for both poolers
+  BUDGET_MINUTES   38   (or BUDGET_SECONDS)  runs that would not end by then are skipped (SKIPPED), seed runs cut
+  AUTH             trust                     trust | md5 | scram-sha-256
+  POOLER_CMD       command taking --config FILE (default: dotnet on the Release Pooler.Host.dll)
+  WORKLOAD_CMD     Pooler.Workload command (default: dotnet on the Release Pooler.Workload.dll)
+  SKIP_BUILD=1     do not build; KEEP_WORK=1 keep the temp folder; RESULTS_DIR (bench/results)
+USAGE
+}
+
+quick=0
+plan_only=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    --plan) plan_only=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; exit 2 ;;
+  esac
+done
+
+if [ "$quick" = 1 ]; then
+  : "${CLIENTS:=1 50}" "${DURATION:=5}" "${SEED_RUNS:=1}" "${SEED_CONNECTIONS:=256}" "${SEED_ITERATIONS:=200}"
+  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_SECONDS:=270}"
+fi
+PARTS=${PARTS:-"matrix seed idle"}
+TARGETS=${TARGETS:-"direct pgbouncer pooler"}
+SCRIPTS=${SCRIPTS:-"select-simple select-extended tpcb-like"}
+CLIENTS=${CLIENTS:-"1 50 500 1000"}
+DURATION=${DURATION:-20}
+THREADS=${THREADS:-2}
+SCALE=${SCALE:-10}
+POOL_SIZE=${POOL_SIZE:-20}
+SEED_POOL_SIZE=${SEED_POOL_SIZE:-64}
+SEED_RUNS=${SEED_RUNS:-3}
+SEED_CONNECTIONS=${SEED_CONNECTIONS:-1024}
+SEED_WORKERS=${SEED_WORKERS:-4}
+SEED_ITERATIONS=${SEED_ITERATIONS:-1500}
+SEED_FLIGHTS=${SEED_FLIGHTS:-50000}
+SEED_DELAY=${SEED_DELAY:-100}
+SEED_BATCH=${SEED_BATCH:-64}
+SEED_FREQS=${SEED_FREQS:-"10 90 75 25"}
+SEED_RATE_GUESS=${SEED_RATE_GUESS:-150}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+MAX_CLIENT_CONN=${MAX_CLIENT_CONN:-$(( IDLE_CONNECTIONS + 1000 > 2000 ? IDLE_CONNECTIONS + 1000 : 2000 ))}
+BUDGET_MINUTES=${BUDGET_MINUTES:-38}
+BUDGET_SECONDS=${BUDGET_SECONDS:-$(( BUDGET_MINUTES * 60 ))}
+AUTH=${AUTH:-trust}
+RESULTS_DIR=${RESULTS_DIR:-$here/results}
+PASSWORD=bench-pass
+
+case "$AUTH" in trust|md5|scram-sha-256) ;; *) pgh_die "AUTH must be trust, md5 or scram-sha-256" ;; esac
+for v in DURATION THREADS SCALE POOL_SIZE SEED_POOL_SIZE SEED_RUNS SEED_CONNECTIONS SEED_WORKERS SEED_ITERATIONS \
+         SEED_FLIGHTS SEED_DELAY SEED_BATCH SEED_RATE_GUESS IDLE_CONNECTIONS MAX_CLIENT_CONN BUDGET_SECONDS; do
+  if ! [[ "${!v}" =~ ^[0-9]+$ ]] || [ "${!v}" -eq 0 ]; then pgh_die "$v must be a positive integer (is '${!v}')"; fi
+done
+for c in $CLIENTS; do if ! [[ "$c" =~ ^[0-9]+$ ]] || [ "$c" -eq 0 ]; then pgh_die "CLIENTS must be positive integers"; fi; done
+for s in $SCRIPTS; do
+  case "$s" in select-simple|select-extended|tpcb-like) ;; *) pgh_die "unknown script '$s' in SCRIPTS" ;; esac
+done
+for t in $TARGETS; do case "$t" in direct|pgbouncer|pooler) ;; *) pgh_die "unknown target '$t' in TARGETS" ;; esac; done
+read -r freq_schedule freq_status freq_inventory freq_price <<<"$SEED_FREQS"
+has() { [[ " $1 " == *" $2 "* ]]; }
+
+script_args() {
+  case "$1" in
+    select-simple)   echo "-S -M simple" ;;
+    select-extended) echo "-S -M extended" ;;
+    tpcb-like)       echo "-M simple" ;;
+  esac
+}
+
+# --- plan -----------------------------------------------------------------------------------------
+n_scripts=$(wc -w <<<"$SCRIPTS"); n_targets=$(wc -w <<<"$TARGETS")
+poolers=""
+for t in pgbouncer pooler; do if has "$TARGETS" "$t"; then poolers="$poolers $t"; fi; done
+poolers=${poolers# }
+n_poolers=$(wc -w <<<"$poolers")
+max_clients=1
+est_matrix=0
+for c in $CLIENTS; do
+  [ "$c" -gt "$max_clients" ] && max_clients=$c
+  est_matrix=$(( est_matrix + n_scripts * n_targets * (DURATION + 2 + c / 150) ))
+done
+seed_cycles=$(( SEED_ITERATIONS * SEED_WORKERS ))
+est_seed_run=$(( 5 + SEED_FLIGHTS / 10000 + SEED_CONNECTIONS / 150 + seed_cycles / SEED_RATE_GUESS ))
+est_seed=$(( n_targets * SEED_RUNS * est_seed_run ))
+est_idle=$(( n_poolers * (10 + IDLE_CONNECTIONS / 400) ))
+has "$PARTS" matrix || est_matrix=0
+has "$PARTS" seed || est_seed=0
+has "$PARTS" idle || est_idle=0
+# Build (incremental) and setup before, report and charts after: about a minute together.
+est_total=$(( 60 + est_matrix + est_seed + est_idle ))
+# A seed run may take several times the guess before it is called hung.
+SEED_RUN_TIMEOUT=${SEED_RUN_TIMEOUT:-$(( 120 + 4 * est_seed_run ))}
+IDLE_TIMEOUT=${IDLE_TIMEOUT:-$(( 60 + IDLE_CONNECTIONS / 50 ))}
+
+mmss() { printf '%d min %02d s' $(( $1 / 60 )) $(( $1 % 60 )); }
+pgh_log "plan ($([ "$quick" = 1 ] && echo quick || echo full)): parts [$PARTS], targets [$TARGETS]"
+pgh_log "  matrix: scripts [$SCRIPTS] x clients [$CLIENTS] x ${n_targets} targets, ${DURATION} s each, -j $THREADS, pool $POOL_SIZE: ~$(mmss "$est_matrix")"
+pgh_log "  seed:   ${n_targets} targets x $SEED_RUNS runs, $SEED_CONNECTIONS connections, $SEED_ITERATIONS cycles/worker x $SEED_WORKERS, pool $SEED_POOL_SIZE: ~$(mmss "$est_seed") (guessing $SEED_RATE_GUESS cycles/s)"
+pgh_log "  idle:   $IDLE_CONNECTIONS clients through [${poolers}]: ~$(mmss "$est_idle")"
+pgh_log "  total:  ~$(mmss "$est_total") with build, setup and report; runs that would not end within $(mmss "$BUDGET_SECONDS") are skipped"
+[ "$plan_only" = 0 ] || exit 0
+budget_end=$(( SECONDS + BUDGET_SECONDS ))
+# fits SECONDS_NEEDED: is there time left in the budget for a step of that length?
+fits() { [ $(( SECONDS + $1 )) -le "$budget_end" ]; }
+
+# --- tools and folders ------------------------------------------------------------------------------
+fd_need=$(( (max_clients > SEED_CONNECTIONS ? max_clients : SEED_CONNECTIONS) * 2 + IDLE_CONNECTIONS * 2 + 4096 ))
+pgh_raise_nofile $(( fd_need > 65536 ? fd_need : 65536 ))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $(( IDLE_CONNECTIONS + 2000 )) ]; then
+  pgh_log "warning: open files limit $(ulimit -n) is low for $IDLE_CONNECTIONS idle clients"
+fi
+pgh_install_missing with-pgbouncer
+PGBIN=$(pgh_find_bin) || pgh_die "PostgreSQL binaries not found"
+PGBENCH="$PGBIN/pgbench"
+PSQL="$PGBIN/psql"
+apt_install() {
+  local sudo=""
+  pgh_is_root || sudo=sudo
+  pgh_log "installing $* with apt-get"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$@" >/dev/null
+}
+if [ ! -f "$("$PGBIN/pg_config" --sharedir 2>/dev/null || echo /nonexistent)/extension/pg_stat_statements.control" ]; then
+  apt_install postgresql-contrib || pgh_die "pg_stat_statements missing and postgresql-contrib could not be installed"
+fi
+command -v jq >/dev/null 2>&1 || apt_install jq || pgh_die "jq is needed to read the workload's JSON"
+# ScottPlot renders with SkiaSharp's built-in font handling; DejaVu is the font it finds on Debian.
+[ -d /usr/share/fonts/truetype/dejavu ] || apt_install fonts-dejavu-core || pgh_log "fonts-dejavu-core not installed; chart text may be missing"
+
+stamp=$(date +%Y-%m-%d-%H%M)
+[ -e "$RESULTS_DIR/$stamp.md" ] && stamp="$stamp-$(date +%S)"
+raw="$RESULTS_DIR/raw/$stamp"
+mkdir -p "$raw"
+commands="$raw/commands.txt"
+: >"$commands"
+# record CMD...: note a command (as run, shell-quoted) for the report.
+record() { printf '%q ' "$@" | sed 's/ $//' >>"$commands"; echo >>"$commands"; }
+
+work=$(mktemp -d /tmp/pooler-run.XXXXXX)
+chmod 755 "$work"
+pg_dir="$work/pg"
+bouncer_dir="$work/pgbouncer"
+pooler_dir="$work/pooler"
+mkdir -p "$bouncer_dir" "$pooler_dir" "$work/pgb"
+pooler_pid=""
+idle_pid=""
+idle_fd=""
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  bl_sampler_stop
+  if [ -n "$idle_fd" ]; then eval "exec $idle_fd>&-" 2>/dev/null || true; fi
+  if [ -n "$idle_pid" ]; then pgh_kill_pid "$idle_pid"; fi
+  if [ -n "$pooler_pid" ]; then pgh_kill_pid "$pooler_pid"; fi
+  pgh_pgbouncer_stop "$bouncer_dir/pgbouncer.pid"
+  pgh_pg_stop "$pg_dir"
+  if [ "${KEEP_WORK:-0}" = 1 ]; then pgh_log "kept $work"; else rm -rf "$work"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- build ----------------------------------------------------------------------------------------
+charts_dll="$repo/src/Pooler.BenchCharts/bin/Release/net10.0/Pooler.BenchCharts.dll"
+workload_dll="$repo/src/Pooler.Workload/bin/Release/net10.0/Pooler.Workload.dll"
+pooler_dll="$repo/src/Pooler.Host/bin/Release/net10.0/Pooler.Host.dll"
+build() {
+  local proj=$1
+  [ -d "$repo/src/$proj" ] || return 0
+  pgh_log "building $proj (Release)"
+  timeout -k 10 900 dotnet build "$repo/src/$proj" -c Release -nologo -v q >"$work/build-$proj.log" 2>&1 \
+    || { tail -n 30 "$work/build-$proj.log" >&2; pgh_log "build of $proj failed"; }
+}
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  [ -n "${POOLER_CMD:-}" ] || build Pooler.Host
+  build Pooler.BenchCharts
+  [ -n "${WORKLOAD_CMD:-}" ] || build Pooler.Workload
+fi
+POOLER_CMD=${POOLER_CMD:-"dotnet $pooler_dll"}
+workload_note=""
+if [ -z "${WORKLOAD_CMD:-}" ]; then
+  if [ -f "$workload_dll" ]; then WORKLOAD_CMD="dotnet $workload_dll"
+  else workload_note="src/Pooler.Workload is not built here (branch workload not merged yet?)"; fi
+fi
+if [ -n "$workload_note" ] && { has "$PARTS" seed || has "$PARTS" idle; }; then
+  pgh_log "seed and idle parts skipped: $workload_note"
+fi
+# WORKLOAD_CMD is one string, split on spaces on purpose into the command to run ("${wl[@]}" ARGS...).
+# shellcheck disable=SC2206
+wl=(${WORKLOAD_CMD:-})
+
+# --- PostgreSQL -----------------------------------------------------------------------------------
+seed_max=0
+has "$PARTS" seed && has "$TARGETS" direct && seed_max=$SEED_CONNECTIONS
+pg_max_conn=$(( (max_clients > seed_max ? max_clients : seed_max) + 2 * (POOL_SIZE + SEED_POOL_SIZE) + 100 ))
+pg_port=$(pgh_free_port)
+pg_version=$("$PGBIN/postgres" --version | awk '{print $3}')
+pgh_log "PostgreSQL $pg_version on port $pg_port (max_connections $pg_max_conn, auth $AUTH, pg_stat_statements)"
+pgh_pg_init "$pg_dir" "$pg_port" "$pg_max_conn" "$AUTH"
+cat >>"$pg_dir/data/postgresql.conf" <<CONF
+shared_preload_libraries = 'pg_stat_statements'
+pg_stat_statements.max = 5000
+pg_stat_statements.track = top
+CONF
+pgh_pg_start "$pg_dir" || pgh_die "PostgreSQL did not start"
+super_psql="$PSQL -h $pg_dir -p $pg_port -U postgres -d postgres"
+# sql DB STATEMENT: one value, as superuser.
+sql() { timeout -k 5 60 "$PSQL" -X -At -v ON_ERROR_STOP=1 -h "$pg_dir" -p "$pg_port" -U postgres -d "$1" -c "$2"; }
+
+pwenc=scram-sha-256
+[ "$AUTH" = md5 ] && pwenc=md5
+pgh_psql_super "$pg_dir" "$pg_port" postgres <<SQL
+SET password_encryption = '$pwenc';
+CREATE ROLE bench LOGIN PASSWORD '$PASSWORD';
+CREATE ROLE bench_direct LOGIN PASSWORD '$PASSWORD';
+CREATE ROLE bench_pgbouncer LOGIN PASSWORD '$PASSWORD';
+CREATE ROLE bench_pooler LOGIN PASSWORD '$PASSWORD';
+CREATE DATABASE bench OWNER bench;
+CREATE DATABASE seed_direct OWNER bench_direct;
+CREATE DATABASE seed_pgbouncer OWNER bench_pgbouncer;
+CREATE DATABASE seed_pooler OWNER bench_pooler;
+SQL
+pgh_psql_super "$pg_dir" "$pg_port" bench -c "CREATE EXTENSION pg_stat_statements"
+
+if has "$PARTS" matrix; then
+  pgh_log "pgbench -i -s $SCALE"
+  record "$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$pg_port" -U bench bench
+  PGPASSWORD=$PASSWORD timeout -k 10 900 "$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$pg_port" -U bench bench >"$work/init.log" 2>&1 \
+    || { cat "$work/init.log" >&2; pgh_die "pgbench -i failed"; }
+  # One role per target, so pg_stat_activity tells whose backends they are; TPC-B writes, so full rights.
+  pgh_psql_super "$pg_dir" "$pg_port" bench \
+    -c "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO bench_direct, bench_pgbouncer, bench_pooler" \
+    -c "VACUUM ANALYZE"
+fi
+
+# --- PgBouncer ------------------------------------------------------------------------------------
+bouncer_ok=0
+bouncer_port=""
+bouncer_pid=""
+bouncer_version=$("$(pgh_find_pgbouncer)" --version 2>/dev/null | head -n1 || echo "PgBouncer ?")
+if has "$TARGETS" pgbouncer; then
+  bouncer_port=$(pgh_free_port)
+  printf '"bench_pgbouncer" "%s"\n' "$PASSWORD" >"$bouncer_dir/userlist.txt"
+  cat >"$bouncer_dir/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$pg_port dbname=bench
+seed_pgbouncer = host=127.0.0.1 port=$pg_port dbname=seed_pgbouncer pool_size=$SEED_POOL_SIZE
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+unix_socket_dir = $bouncer_dir
+auth_type = $AUTH
+auth_file = $bouncer_dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = $MAX_CLIENT_CONN
+logfile = $bouncer_dir/pgbouncer.log
+pidfile = $bouncer_dir/pgbouncer.pid
+ignore_startup_parameters = extra_float_digits
+INI
+  if pgh_pgbouncer_start "$bouncer_dir" "$bouncer_port" "$bouncer_dir/pgbouncer.ini"; then
+    bouncer_ok=1
+    bouncer_pid=$(cat "$bouncer_dir/pgbouncer.pid")
+    pgh_log "$bouncer_version on port $bouncer_port (pid $bouncer_pid, open files limit $(awk '/Max open files/ {print $4}' "/proc/$bouncer_pid/limits"))"
+  else
+    pgh_log "PgBouncer did not start; its rows will show FAILED"
+  fi
+fi
+
+# --- Pooler ---------------------------------------------------------------------------------------
+pooler_ok=0
+pooler_port=""
+pooler_note=""
+if has "$TARGETS" pooler; then
+  pooler_port=$(pgh_free_port)
+  if [ "$POOLER_CMD" = "dotnet $pooler_dll" ] && [ ! -f "$pooler_dll" ]; then pooler_note="no $pooler_dll"; fi
+  printf '"bench_pooler" "%s"\n' "$PASSWORD" >"$pooler_dir/userlist.txt"
+  cat >"$pooler_dir/pooler.conf" <<HOCON
+pooler {
+  listen { host = "127.0.0.1", port = $pooler_port }
+  auth { type = $AUTH, users-file = "$pooler_dir/userlist.txt" }
+  pool-mode = transaction
+  default-pool-size = $POOL_SIZE
+  max-client-conn = $MAX_CLIENT_CONN
+  databases {
+    bench { host = "127.0.0.1", port = $pg_port, dbname = "bench", user = "bench_pooler", password = "$PASSWORD" }
+    seed_pooler { host = "127.0.0.1", port = $pg_port, dbname = "seed_pooler", user = "bench_pooler", password = "$PASSWORD", pool-size = $SEED_POOL_SIZE }
+  }
+}
+HOCON
+  if [ -z "$pooler_note" ]; then
+    pgh_log "starting Pooler on port $pooler_port: $POOLER_CMD --config $pooler_dir/pooler.conf"
+    # shellcheck disable=SC2086
+    $POOLER_CMD --config "$pooler_dir/pooler.conf" >"$pooler_dir/pooler.log" 2>&1 </dev/null &
+    pooler_pid=$!
+    if pgh_wait_port "$pooler_port" "${POOLER_START_TIMEOUT:-60}" "$pooler_pid"; then
+      pooler_ok=1
+    else
+      if kill -0 "$pooler_pid" 2>/dev/null; then pooler_note="not accepting on port $pooler_port"; else pooler_note="exited at start"; fi
+      pgh_log "Pooler did not start ($pooler_note); last output:"
+      tail -n 20 "$pooler_dir/pooler.log" >&2 || true
+      pgh_kill_pid "$pooler_pid"
+      pooler_pid=""
+    fi
+  fi
+  [ -z "$pooler_note" ] || pgh_log "Pooler rows will show FAILED ($pooler_note)"
+fi
+
+# target_info TARGET: sets t_port, t_role, t_pid (process to account, "" for direct), t_ok, t_why.
+target_info() {
+  t_ok=1; t_why=""
+  case "$1" in
+    direct)    t_port=$pg_port;       t_role=bench_direct;    t_pid="" ;;
+    pgbouncer) t_port=$bouncer_port;  t_role=bench_pgbouncer; t_pid=$bouncer_pid
+               [ "$bouncer_ok" = 1 ] || { t_ok=0; t_why="not-started"; } ;;
+    pooler)    t_port=$pooler_port;   t_role=bench_pooler;    t_pid=$pooler_pid
+               [ "$pooler_ok" = 1 ] || { t_ok=0; t_why=${pooler_note// /-}; } ;;
+  esac
+  if [ "$t_ok" = 1 ] && [ -n "$t_pid" ] && ! kill -0 "$t_pid" 2>/dev/null; then t_ok=0; t_why="process-gone"; fi
+}
+
+# --- 1. pgbench matrix ------------------------------------------------------------------------------
+matrix="$raw/matrix.tsv"
+printf 'script\ttarget\tclients\ttps\tavg_ms\tp50_ms\tp99_ms\tmax_ms\tfailed\tprocessed\tmax_backends\tconn_ms\tcpu_s\tcpu_s_per_1k_tx\tpeak_rss_kib\tstatus\n' >"$matrix"
+
+# matrix_run SCRIPT TARGET CLIENTS: one pgbench run, one TSV row.
+matrix_run() {
+  local script=$1 target=$2 c=$3 out logdir rc=0 status=ok threads=$THREADS tps lat failed processed conn
+  local n p50 p99 pmax cpu0="" cpu1="" cpu="-" cpuk="-" rss="-" backends
+  target_info "$target"
+  if [ "$t_ok" != 1 ]; then
+    printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\tFAILED(%s)\n' "$script" "$target" "$c" "$t_why" >>"$matrix"
+    return 0
+  fi
+  if ! fits $(( DURATION + 10 )); then
+    printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\tSKIPPED(budget)\n' "$script" "$target" "$c" >>"$matrix"
+    return 0
+  fi
+  [ "$c" -lt "$threads" ] && threads=$c
+  out="$raw/pgbench-$script-$target-$c.log"
+  logdir="$work/pgb/$script-$target-$c"
+  mkdir -p "$logdir"
+  # shellcheck disable=SC2046
+  set -- "$PGBENCH" -h 127.0.0.1 -p "$t_port" -U "$t_role" $(script_args "$script") -T "$DURATION" -c "$c" -j "$threads" -n \
+    -l --log-prefix="$logdir/tx" bench
+  record "$@"
+  bl_sampler_start "$work/sample" $(( DURATION + 120 )) "$super_psql" "$t_role" bench "$t_pid"
+  [ -n "$t_pid" ] && cpu0=$(bl_cpu_ticks "$t_pid")
+  PGPASSWORD=$PASSWORD timeout -k 10 $(( DURATION + 60 + c / 10 )) "$@" >"$out" 2>&1 || rc=$?
+  [ -n "$t_pid" ] && cpu1=$(bl_cpu_ticks "$t_pid")
+  bl_sampler_stop
+  backends=$(cat "$work/sample.backends")
+  [ -n "$t_pid" ] && rss=$(cat "$work/sample.rss")
+  tps=$(bl_pgbench_field "$out" tps); lat=$(bl_pgbench_field "$out" lat); failed=$(bl_pgbench_field "$out" failed)
+  conn=$(bl_pgbench_field "$out" conn); processed=$(bl_pgbench_field "$out" processed)
+  if [ -z "$tps" ] && [ "${processed:-}" = 0 ]; then tps=0; fi
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status="FAILED(timeout)"
+  elif [ "$rc" -ne 0 ]; then status="FAILED(exit-$rc)"; fi
+  if [ "$status" != ok ]; then
+    pgh_log "$script $target $c clients: $status; pgbench said:"
+    grep -v '^progress' "$out" | tail -n 8 >&2 || true
+  fi
+  read -r n p50 p99 pmax < <(bl_latency_stats "$logdir"/tx.*)
+  rm -rf "$logdir"
+  if [ -n "$cpu0" ] && [ -n "$cpu1" ]; then
+    cpu=$(bl_cpu_seconds "$cpu0" "$cpu1")
+    cpuk=$(bl_div "$cpu" "$(bl_div "${processed:-0}" 1000 %.3f)" %.3f)
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$script" "$target" "$c" "${tps:--}" "${lat:--}" \
+    "$p50" "$p99" "$pmax" "${failed:--}" "${processed:--}" "$backends" "${conn:--}" "$cpu" "$cpuk" "$rss" "$status" >>"$matrix"
+}
+
+if has "$PARTS" matrix; then
+  for script in $SCRIPTS; do
+    for c in $CLIENTS; do
+      for target in $TARGETS; do
+        pgh_log "matrix: pgbench $(script_args "$script") -T $DURATION -c $c -> $target"
+        matrix_run "$script" "$target" "$c"
+        tail -n 1 "$matrix" | awk -F'\t' '{ printf "    tps %s, avg %s ms, p99 %s ms, failed %s, backends %s, cpu/1k tx %s s, rss %s KiB, %s\n", $4, $5, $7, $9, $11, $14, $15, $16 }' >&2
+      done
+    done
+  done
+fi
+
+# --- 2. seed experiment -----------------------------------------------------------------------------
+seed="$raw/seed.tsv"
+printf 'target\trun\tstatus\tjson\tmax_backends\tupdate_calls\tupdate_total_ms\tupdate_mean_ms\tall_calls\tall_total_ms\tcpu_s\tpeak_rss_kib\tinit_s\n' >"$seed"
+uri() { echo "postgresql://$1:$PASSWORD@127.0.0.1:$2/$3"; }
+
+# seed_run TARGET RUN: init directly, reset pg_stat_statements, run through TARGET, one TSV row.
+seed_run() {
+  local target=$1 r=$2 db="seed_$1" json="$raw/seed-$1-$2.json" out="$raw/seed-$1-$2.log" rc=0 status=ok
+  local t0 init_s cpu0="" cpu1="" cpu="-" rss="-" backends stats
+  target_info "$target"
+  if [ "$t_ok" != 1 ]; then printf '%s\t%s\tFAILED(%s)\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n' "$target" "$r" "$t_why" >>"$seed"; return 0; fi
+  if ! fits $(( est_seed_run + 10 )); then printf '%s\t%s\tSKIPPED(budget)\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n' "$target" "$r" >>"$seed"; return 0; fi
+  t0=$SECONDS
+  set -- "${wl[@]}" init --uri "$(uri "$t_role" "$pg_port" "$db")" --flights "$SEED_FLIGHTS"
+  record "$@"
+  if ! timeout -k 10 600 "$@" >"$raw/seed-$target-$r-init.log" 2>&1; then
+    tail -n 10 "$raw/seed-$target-$r-init.log" >&2 || true
+    printf '%s\t%s\tFAILED(init)\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\n' "$target" "$r" >>"$seed"; return 0
+  fi
+  init_s=$(( SECONDS - t0 ))
+  sql bench "SELECT pg_stat_statements_reset()" >/dev/null
+  bl_sampler_start "$work/sample" $(( SEED_RUN_TIMEOUT + 30 )) "$super_psql" "$t_role" "$db" "$t_pid"
+  [ -n "$t_pid" ] && cpu0=$(bl_cpu_ticks "$t_pid")
+  rm -f "$json"
+  set -- "${wl[@]}" run --uri "$(uri "$t_role" "$t_port" "$db")" --connections "$SEED_CONNECTIONS" \
+    --workers "$SEED_WORKERS" --iterations "$SEED_ITERATIONS" --delay "$SEED_DELAY" --batch-size "$SEED_BATCH" \
+    --schedule-freq "$freq_schedule" --status-freq "$freq_status" --inventory-freq "$freq_inventory" --price-freq "$freq_price" \
+    --no-prepare --name "$target" --json "$json"
+  record "$@"
+  # Bounded by its own timeout and by what is left of the budget (plus a minute): a cut run has no JSON.
+  local limit=$(( budget_end - SECONDS + 15 ))
+  [ "$limit" -lt "$SEED_RUN_TIMEOUT" ] || limit=$SEED_RUN_TIMEOUT
+  timeout -k 10 "$limit" "$@" >"$out" 2>&1 || rc=$?
+  [ -n "$t_pid" ] && cpu1=$(bl_cpu_ticks "$t_pid")
+  bl_sampler_stop
+  backends=$(cat "$work/sample.backends")
+  [ -n "$t_pid" ] && rss=$(cat "$work/sample.rss")
+  [ -n "$cpu0" ] && [ -n "$cpu1" ] && cpu=$(bl_cpu_seconds "$cpu0" "$cpu1")
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status="FAILED(timeout)"
+  elif [ "$rc" -ne 0 ]; then status="FAILED(exit-$rc)"
+  elif ! jq -e '.steps.__cycle__' "$json" >/dev/null 2>&1; then status="FAILED(no-json)"; fi
+  if [ "$status" != ok ]; then pgh_log "seed $target run $r: $status; workload said:"; tail -n 10 "$out" >&2 || true; fi
+  # PostgreSQL's own statement time for this database since the reset: UPDATEs, and every statement.
+  stats=$(sql bench "SELECT coalesce(sum(calls) FILTER (WHERE query ~* '^\s*update'), 0),
+      round(coalesce(sum(total_exec_time) FILTER (WHERE query ~* '^\s*update'), 0)::numeric, 1),
+      coalesce(round((sum(total_exec_time) FILTER (WHERE query ~* '^\s*update')
+                      / nullif(sum(calls) FILTER (WHERE query ~* '^\s*update'), 0))::numeric, 4)::text, '-'),
+      coalesce(sum(calls), 0), round(coalesce(sum(total_exec_time), 0)::numeric, 1)
+    FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = '$db'" | tr '|' '\t')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$r" "$status" "$([ "$status" = ok ] && echo "$json" || echo -)" \
+    "$backends" "$stats" "$cpu" "$rss" "$init_s" >>"$seed"
+}
+
+if has "$PARTS" seed && [ -z "$workload_note" ]; then
+  for r in $(seq 1 "$SEED_RUNS"); do
+    for target in $TARGETS; do
+      pgh_log "seed: run $r of $SEED_RUNS -> $target ($SEED_CONNECTIONS connections, $SEED_ITERATIONS cycles/worker)"
+      seed_run "$target" "$r"
+      tail -n 1 "$seed" | awk -F'\t' '{ printf "    %s, backends %s, UPDATE calls %s total %s ms mean %s ms\n", $3, $5, $6, $7, $8 }' >&2
+    done
+  done
+fi
+
+# --- 3. idle scale ------------------------------------------------------------------------------------
+idle="$raw/idle.tsv"
+printf 'target\tconnections\tstatus\trss_before_kib\trss_holding_kib\tkib_per_client\topen_s\tfailed\tmax_backends\terrors\n' >"$idle"
+
+# idle_run TARGET: IDLE_CONNECTIONS clients held open through TARGET, RSS before and while holding.
+idle_run() {
+  local target=$1 json="$raw/idle-$1.json" out="$raw/idle-$1.log" fifo="$work/idle-$1.fifo" status=ok
+  local before holding=0 r t0 opened="" open_s="-" failed="-" errors="-" per="-" backends
+  target_info "$target"
+  if [ "$t_ok" != 1 ]; then printf '%s\t%s\tFAILED(%s)\t-\t-\t-\t-\t-\t-\t-\n' "$target" "$IDLE_CONNECTIONS" "$t_why" >>"$idle"; return 0; fi
+  if ! fits $(( IDLE_CONNECTIONS / 400 + 15 )); then printf '%s\t%s\tSKIPPED(budget)\t-\t-\t-\t-\t-\t-\t-\n' "$target" "$IDLE_CONNECTIONS" >>"$idle"; return 0; fi
+  sleep 2
+  before=$(bl_status_kib "$t_pid" VmRSS)
+  rm -f "$fifo" "$json"
+  mkfifo "$fifo"
+  bl_sampler_start "$work/sample" $(( IDLE_TIMEOUT + 60 )) "$super_psql" "$t_role" bench "$t_pid"
+  # Our read-write end keeps the FIFO open without blocking; closing it is the workload's end of input. Opened after
+  # the sampler starts and closed in the workload's redirections, so no other process holds a writer.
+  exec {idle_fd}<>"$fifo"
+  t0=$(date +%s.%N)
+  set -- "${wl[@]}" idle --uri "$(uri "$t_role" "$t_port" bench)" --connections "$IDLE_CONNECTIONS" --hold-until-stdin-closes --json "$json"
+  record "$@"
+  timeout -k 10 $(( IDLE_TIMEOUT + 60 )) "$@" <"$fifo" >"$out" 2>&1 {idle_fd}>&- &
+  idle_pid=$!
+  for _ in $(seq 1 $(( IDLE_TIMEOUT * 5 ))); do
+    if grep -q '^HOLDING' "$out" 2>/dev/null; then opened=$(date +%s.%N); break; fi
+    kill -0 "$idle_pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if [ -n "$opened" ]; then
+    # Let the pooler settle, then take the highest of a few readings.
+    sleep 3
+    for _ in 1 2 3 4 5; do
+      r=$(bl_status_kib "$t_pid" VmRSS)
+      [[ "$r" =~ ^[0-9]+$ ]] && [ "$r" -gt "$holding" ] && holding=$r
+      sleep 0.4
+    done
+  else
+    status="FAILED(no-HOLDING)"
+  fi
+  exec {idle_fd}>&-
+  idle_fd=""
+  for _ in $(seq 1 300); do kill -0 "$idle_pid" 2>/dev/null || break; sleep 0.2; done
+  pgh_kill_pid "$idle_pid"
+  wait "$idle_pid" 2>/dev/null || true
+  idle_pid=""
+  bl_sampler_stop
+  backends=$(cat "$work/sample.backends")
+  if [ -f "$json" ]; then
+    open_s=$(jq -r '.open_seconds // "-"' "$json"); failed=$(jq -r '.failed // "-"' "$json")
+    errors=$(jq -r '(.errors // {}) | if type == "object" then (to_entries | map("\(.key):\(.value)") | join(" ")) else tostring end' "$json")
+  elif [ -n "$opened" ]; then
+    open_s=$(awk -v a="$t0" -v b="$opened" 'BEGIN { printf "%.2f", b - a }')
+  fi
+  [ "$status" = ok ] && per=$(bl_div $(( holding - before )) "$IDLE_CONNECTIONS" %.1f)
+  [ "$status" = ok ] || { pgh_log "idle $target: $status; workload said:"; tail -n 10 "$out" >&2 || true; }
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$IDLE_CONNECTIONS" "$status" "${before:--}" "$holding" "$per" \
+    "$open_s" "$failed" "$backends" "${errors:--}" >>"$idle"
+  rm -f "$fifo"
+}
+
+if has "$PARTS" idle && [ -z "$workload_note" ]; then
+  for target in $poolers; do
+    pgh_log "idle: $IDLE_CONNECTIONS clients -> $target"
+    idle_run "$target"
+    tail -n 1 "$idle" | awk -F'\t' '{ printf "    %s, RSS %s -> %s KiB, %s KiB/client, open %s s, failed %s\n", $3, $4, $5, $6, $7, $8 }' >&2
+  done
+fi
+
+# --- charts -----------------------------------------------------------------------------------------
+mkdir -p "$RESULTS_DIR"
+charts=()
+if [ -f "$charts_dll" ]; then
+  if has "$PARTS" matrix && [ "$(wc -l <"$matrix")" -gt 1 ]; then
+    record dotnet "$charts_dll" tps --tsv "$matrix" --out-prefix "$RESULTS_DIR/$stamp-tps" --title-prefix pgbench
+    if out=$(timeout 120 dotnet "$charts_dll" tps --tsv "$matrix" --out-prefix "$RESULTS_DIR/$stamp-tps" --title-prefix pgbench 2>"$work/charts.err"); then
+      while read -r f; do charts+=("$f"); done <<<"$out"
+    else
+      cat "$work/charts.err" >&2; pgh_log "tps charts failed"
+    fi
+  fi
+  mapfile -t seed_specs < <(awk -F'\t' 'NR > 1 && $3 == "ok" { print $1 "=" $4 }' "$seed")
+  if [ "${#seed_specs[@]}" -gt 0 ]; then
+    record dotnet "$charts_dll" latency --out "$RESULTS_DIR/$stamp-seed-latency.png" --title "seed experiment: cycle latency, $SEED_CONNECTIONS connections" "${seed_specs[@]}"
+    if timeout 120 dotnet "$charts_dll" latency --out "$RESULTS_DIR/$stamp-seed-latency.png" \
+        --title "seed experiment: cycle latency, $SEED_CONNECTIONS connections" "${seed_specs[@]}" >/dev/null 2>"$work/charts.err"; then
+      charts+=("$RESULTS_DIR/$stamp-seed-latency.png")
+    else
+      cat "$work/charts.err" >&2; pgh_log "latency chart failed"
+    fi
+  fi
+else
+  pgh_log "no $charts_dll: no charts"
+fi
+
+# --- report -----------------------------------------------------------------------------------------
+report="$RESULTS_DIR/$stamp.md"
+commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
+[ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit (with uncommitted changes)"
+# col TSV KEYCOLS... : helpers below read the TSVs with awk; "-" where a value is missing.
+matrix_get() { awk -F'\t' -v s="$1" -v t="$2" -v c="$3" -v k="$4" '
+  NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+  $1 == s && $2 == t && $3 == c { print $col[k]; found = 1; exit }
+  END { if (!found) print "-" }' "$matrix"; }
+ok_val() { local v; v=$(matrix_get "$1" "$2" "$3" "$4"); [ "$(matrix_get "$1" "$2" "$3" status)" = ok ] && echo "$v" || echo "-"; }
+label() { case "$1" in direct) echo "PostgreSQL direct" ;; pgbouncer) echo "PgBouncer" ;; pooler) echo "Pooler" ;; *) echo "$1" ;; esac; }
+img() { [ -f "$RESULTS_DIR/$1" ] && printf '![%s](%s)\n\n' "$2" "$1"; return 0; }
+# shellcheck disable=SC2016 # backticks are markdown here
+script_title() {
+  case "$1" in
+    select-simple)   echo 'select-only, simple protocol (`pgbench -S`)' ;;
+    select-extended) echo 'select-only, extended protocol (`pgbench -S -M extended`)' ;;
+    tpcb-like)       echo 'TPC-B-like read/write (`pgbench`, default script)' ;;
+  esac
+}
+mib() { [[ "${1:-}" =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }' || echo "-"; }
+
+{
+  echo "# Pooler benchmark $stamp"
+  echo
+  echo "One run of \`bench/run.sh$([ "$quick" = 1 ] && echo ' --quick')\`, all targets on the same machine in the same run, everything on 127.0.0.1."
+  echo "How to read it: [bench/README.md](../README.md)."
+  echo
+  echo "| machine | |"
+  echo "| --- | --- |"
+  echo "| cores | $(nproc) ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)) |"
+  echo "| RAM | $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) |"
+  echo "| kernel | $(uname -sr) |"
+  echo "| OS | Debian $(cat /etc/debian_version 2>/dev/null || echo '?') |"
+  echo "| load average at start of report | $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared) |"
+  echo "| PostgreSQL | $pg_version (fsync off, synchronous_commit off, shared_buffers 128MB, max_connections $pg_max_conn, pg_stat_statements) |"
+  echo "| PgBouncer | ${bouncer_version#PgBouncer } (Debian package), transaction mode |"
+  echo "| Pooler | commit $commit, Release build, transaction mode, $(dotnet --version 2>/dev/null || echo '?') SDK |"
+  echo "| pgbench | $("$PGBENCH" --version | awk '{print $3}'), -j $THREADS, scale $SCALE, auth $AUTH |"
+  echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC'), took $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s |"
+  echo
+
+  if has "$PARTS" matrix; then
+    echo "## 1. pgbench matrix"
+    echo
+    echo "\`pgbench -T $DURATION -j $THREADS -n\` per run; both poolers in transaction mode with pool size $POOL_SIZE, max_client_conn $MAX_CLIENT_CONN."
+    echo "tps excludes the initial connection time; p50/p99/max come from pgbench's per-transaction log (\`-l\`), nearest rank;"
+    echo "\"backends\" is the most client backends of the target's role in the bench database seen in pg_stat_activity (sampled every 0.5 s)."
+    echo
+    for script in $SCRIPTS; do
+      echo "### $(script_title "$script")"
+      echo
+      img "$stamp-tps-$script.png" "tps by clients, $script"
+      echo "| clients | target | tps | avg ms | p50 ms | p99 ms | max ms | failed | backends | status |"
+      echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+      for c in $CLIENTS; do
+        for t in $TARGETS; do
+          echo "| $c | $(label "$t") | $(bl_fmt_int "$(matrix_get "$script" "$t" "$c" tps)") | $(matrix_get "$script" "$t" "$c" avg_ms) | $(matrix_get "$script" "$t" "$c" p50_ms) | $(matrix_get "$script" "$t" "$c" p99_ms) | $(matrix_get "$script" "$t" "$c" max_ms) | $(matrix_get "$script" "$t" "$c" failed) | $(matrix_get "$script" "$t" "$c" max_backends) | $(matrix_get "$script" "$t" "$c" status) |"
+        done
+      done
+      echo
+      echo "| clients | tps Pooler / PgBouncer | tps Pooler / direct | p99 Pooler / PgBouncer | p99 Pooler / direct |"
+      echo "| ---: | ---: | ---: | ---: | ---: |"
+      for c in $CLIENTS; do
+        echo "| $c | $(bl_div "$(ok_val "$script" pooler "$c" tps)" "$(ok_val "$script" pgbouncer "$c" tps)") | $(bl_div "$(ok_val "$script" pooler "$c" tps)" "$(ok_val "$script" direct "$c" tps)") | $(bl_div "$(ok_val "$script" pooler "$c" p99_ms)" "$(ok_val "$script" pgbouncer "$c" p99_ms)") | $(bl_div "$(ok_val "$script" pooler "$c" p99_ms)" "$(ok_val "$script" direct "$c" p99_ms)") |"
+      done
+      echo
+    done
+  fi
+
+  if has "$PARTS" seed; then
+    echo "## 2. Seed experiment"
+    echo
+    if [ -n "$workload_note" ]; then
+      echo "Not run: $workload_note."
+      echo
+    else
+      echo "src/Pooler.Workload: $SEED_CONNECTIONS connections ($SEED_WORKERS workers), $SEED_ITERATIONS cycles per worker, delay $SEED_DELAY ms,"
+      echo "batch $SEED_BATCH, frequencies schedule/status/inventory/price $freq_schedule/$freq_status/$freq_inventory/$freq_price, no prepared statements;"
+      echo "\`init --flights $SEED_FLIGHTS\` directly before each run; both poolers with pool size $SEED_POOL_SIZE. Statement time is PostgreSQL's"
+      echo "(pg_stat_statements, reset after each init, \`total_exec_time\` of the statements starting with UPDATE in that run's database)."
+      echo
+      img "$stamp-seed-latency.png" "seed cycle latency distribution"
+      echo "| target | run | status | cycles/s | cycle p50 ms | cycle p99 ms | cycle max ms | errors | backends | UPDATE calls | UPDATE total ms | UPDATE mean ms | all statements ms | proxy CPU s |"
+      echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+      while IFS=$'\t' read -r t r st js be uc ut um _ac at cpu rss init_s; do
+        [ "$t" = target ] && continue
+        local_cps="-"; p50="-"; p99="-"; pmax="-"; errs="-"
+        if [ "$st" = ok ]; then
+          read -r local_cps p50 p99 pmax < <(jq -r '[.cycles_per_second, .steps.__cycle__.p50_ms, .steps.__cycle__.p99_ms, .steps.__cycle__.max_ms] | map(if type == "number" then (. * 100 | round / 100) else "-" end) | @tsv' "$js")
+          errs=$(jq -r '(.errors // {}) | to_entries | map("\(.key) \(.value)") | join(", ") | if . == "" then "0" else . end' "$js")
+        fi
+        echo "| $(label "$t") | $r | $st | $local_cps | $p50 | $p99 | $pmax | $errs | $be | $(bl_fmt_int "$uc") | $(bl_fmt_int "$ut") | $um | $(bl_fmt_int "$at") | $cpu |"
+      done <"$seed"
+      echo
+      echo "Per step, median over the runs of each target (count summed):"
+      echo
+      echo "| step | target | count | ops/s | p50 ms | p99 ms | max ms |"
+      echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+      steps=$(awk -F'\t' 'NR > 1 && $3 == "ok" { print $4 }' "$seed" | while read -r js; do jq -r '.steps | keys[]' "$js"; done | sort -u | awk '$0 == "__cycle__" { c = 1; next } { print } END { if (c) print "__cycle__" }')
+      for step in $steps; do
+        for t in $TARGETS; do
+          mapfile -t files < <(awk -F'\t' -v t="$t" 'NR > 1 && $1 == t && $3 == "ok" { print $4 }' "$seed")
+          [ "${#files[@]}" -gt 0 ] || continue
+          vals=$(for js in "${files[@]}"; do jq -r --arg s "$step" '.steps[$s] // {} | [.count, .ops_per_second, .p50_ms, .p99_ms, .max_ms] | map(. // "-") | @tsv' "$js"; done)
+          cnt=$(awk -F'\t' '{ s += $1 } END { print s + 0 }' <<<"$vals")
+          # shellcheck disable=SC2046
+          echo "| $step | $(label "$t") | $(bl_fmt_int "$cnt") | $(bl_median $(cut -f2 <<<"$vals")) | $(bl_median $(cut -f3 <<<"$vals")) | $(bl_median $(cut -f4 <<<"$vals")) | $(bl_median $(cut -f5 <<<"$vals")) |"
+        done
+      done
+      echo
+      echo "UPDATE statement time, median over runs, against the seed's claim of \"97% less statement time\" through a pooler:"
+      echo
+      echo "| target | UPDATE total ms | UPDATE mean ms | change of total vs direct | change of mean vs direct |"
+      echo "| --- | ---: | ---: | ---: | ---: |"
+      # shellcheck disable=SC2046
+      d_tot=$(bl_median $(awk -F'\t' '$1 == "direct" && $3 == "ok" { print $7 }' "$seed"))
+      # shellcheck disable=SC2046
+      d_mean=$(bl_median $(awk -F'\t' '$1 == "direct" && $3 == "ok" { print $8 }' "$seed"))
+      for t in $TARGETS; do
+        # shellcheck disable=SC2046
+        tot=$(bl_median $(awk -F'\t' -v t="$t" '$1 == t && $3 == "ok" { print $7 }' "$seed"))
+        # shellcheck disable=SC2046
+        mean=$(bl_median $(awk -F'\t' -v t="$t" '$1 == t && $3 == "ok" { print $8 }' "$seed"))
+        ch_tot="-"; ch_mean="-"
+        if [ "$t" != direct ]; then
+          r1=$(bl_div "$tot" "$d_tot" %.4f); r2=$(bl_div "$mean" "$d_mean" %.4f)
+          [ "$r1" != "-" ] && ch_tot=$(awk -v r="$r1" 'BEGIN { printf "%+.0f%%", (r - 1) * 100 }')
+          [ "$r2" != "-" ] && ch_mean=$(awk -v r="$r2" 'BEGIN { printf "%+.0f%%", (r - 1) * 100 }')
+        fi
+        echo "| $(label "$t") | $(bl_fmt_int "$tot") | $mean | $ch_tot | $ch_mean |"
+      done
+      echo
+    fi
+  fi
+
+  if has "$PARTS" matrix && [ -n "$poolers" ]; then
+    echo "## 3. Cost"
+    echo
+    echo "CPU seconds (utime + stime from /proc/PID/stat, before and after each pgbench run, including the clients' connecting)"
+    echo "per 1,000 transactions, and the highest VmRSS sampled during the run (every 0.5 s), of the pooler under test."
+    echo
+    echo "| script | clients | PgBouncer CPU s / 1k tx | Pooler CPU s / 1k tx | Pooler / PgBouncer | PgBouncer peak RSS MiB | Pooler peak RSS MiB |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for script in $SCRIPTS; do
+      for c in $CLIENTS; do
+        b=$(ok_val "$script" pgbouncer "$c" cpu_s_per_1k_tx); p=$(ok_val "$script" pooler "$c" cpu_s_per_1k_tx)
+        echo "| $script | $c | $b | $p | $(bl_div "$p" "$b") | $(mib "$(matrix_get "$script" pgbouncer "$c" peak_rss_kib)") | $(mib "$(matrix_get "$script" pooler "$c" peak_rss_kib)") |"
+      done
+    done
+    echo
+  fi
+
+  if has "$PARTS" idle && [ -n "$poolers" ]; then
+    echo "## 4. Idle scale"
+    echo
+    if [ -n "$workload_note" ]; then
+      echo "Not run: $workload_note."
+    else
+      echo "\`Pooler.Workload idle\` opens $IDLE_CONNECTIONS client connections through the pooler and holds them; RSS per idle client ="
+      echo "(VmRSS while holding, highest of 5 readings after 3 s − VmRSS just before) / connections. Open time is the workload's own."
+      echo
+      echo "| target | connections | status | RSS before MiB | RSS holding MiB | KiB per idle client | open s | failed | backends | errors |"
+      echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+      while IFS=$'\t' read -r t n st rb rh per os fl be er; do
+        [ "$t" = target ] && continue
+        echo "| $(label "$t") | $(bl_fmt_int "$n") | $st | $(mib "$rb") | $(mib "$rh") | $per | $os | $fl | $be | $er |"
+      done <"$idle"
+    fi
+    echo
+  fi
+
+  echo "## Commands run"
+  echo
+  echo "Temp-folder paths are this run's; raw outputs are in \`bench/results/raw/$stamp/\` (not committed)."
+  echo
+  echo "<details><summary>$(wc -l <"$commands") commands</summary>"
+  echo
+  echo '```sh'
+  echo "# environment: PARTS=\"$PARTS\" TARGETS=\"$TARGETS\" SCRIPTS=\"$SCRIPTS\" CLIENTS=\"$CLIENTS\" DURATION=$DURATION THREADS=$THREADS SCALE=$SCALE POOL_SIZE=$POOL_SIZE SEED_POOL_SIZE=$SEED_POOL_SIZE SEED_RUNS=$SEED_RUNS SEED_CONNECTIONS=$SEED_CONNECTIONS SEED_WORKERS=$SEED_WORKERS SEED_ITERATIONS=$SEED_ITERATIONS SEED_FLIGHTS=$SEED_FLIGHTS IDLE_CONNECTIONS=$IDLE_CONNECTIONS MAX_CLIENT_CONN=$MAX_CLIENT_CONN AUTH=$AUTH"
+  sed "s/$PASSWORD/\$PASSWORD/g" "$commands"
+  echo '```'
+  echo
+  echo "</details>"
+} >"$report"
+
+cp "$report" "$RESULTS_DIR/latest.md"
+sed -i "s/($stamp-/(latest-/g" "$RESULTS_DIR/latest.md"
+rm -f "$RESULTS_DIR"/latest-*.png
+for f in "${charts[@]}"; do
+  [ -f "$f" ] && cp "$f" "$RESULTS_DIR/latest-${f##*/"$stamp"-}"
+done
+pgh_log "report: $report (and latest.md); charts: ${#charts[@]}; raw: $raw; took $(( SECONDS / 60 )) min $(( SECONDS % 60 )) s"
