@@ -59,12 +59,12 @@ public sealed class BenchChartsTests : IDisposable
     {
         var tsv = _dir.Write("matrix.tsv", Matrix);
         var prefix = Path.Combine(_dir.Path, "out", "tps");
-        Assert.Equal(0, Program.Main(["tps", "--tsv", tsv, "--out-prefix", prefix, "--width", "300", "--height", "200"]));
+        Assert.Equal(0, Pooler.BenchCharts.Program.Main(["tps", "--tsv", tsv, "--out-prefix", prefix, "--width", "300", "--height", "200"]));
         AssertPng(prefix + "-select-only.png", 300, 200);
         AssertPng(prefix + "-tpcb.png", 300, 200);
 
-        Assert.Equal(1, Program.Main(["tps", "--tsv", _dir.Write("bad.tsv", "target\tclients\n"), "--out-prefix", prefix]));
-        Assert.Equal(2, Program.Main(["latency", "--out", Path.Combine(_dir.Path, "x.png")]));
+        Assert.Equal(1, Pooler.BenchCharts.Program.Main(["tps", "--tsv", _dir.Write("bad.tsv", "target\tclients\n"), "--out-prefix", prefix]));
+        Assert.Equal(2, Pooler.BenchCharts.Program.Main(["latency", "--out", Path.Combine(_dir.Path, "x.png")]));
     }
 
     private static void AssertPng(string path, int width, int height)
