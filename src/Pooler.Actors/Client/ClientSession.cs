@@ -67,6 +67,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private bool _draining;
     private long _lastActivity = Environment.TickCount64;
     private bool _closing;
+    private bool _inReady; // in the Ready behaviour (see AroundReceive)
 
     private sealed record Md5Challenge(byte[] Salt);
 
@@ -128,6 +129,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         _link = null;
         _conn.Tell(Tcp.Close.Instance);
         Timers.StartSingleTimer("close", new CloseTimeout(), TimeSpan.FromSeconds(5));
+        _inReady = false;
         Become(() =>
         {
             Receive<Tcp.ConnectionClosed>(_ => Context.Stop(Self));
@@ -370,6 +372,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             if (S.ClientIdleTimeout > TimeSpan.Zero)
                 Timers.StartPeriodicTimer("idle", new IdleTick(), TimeSpan.FromMilliseconds(Math.Clamp(S.ClientIdleTimeout.TotalMilliseconds / 4, 50, 1000)));
             Become(Ready);
+            _inReady = true;
             RequestRead();
             // messages the client pipelined behind its startup packet (trust) or sent while we waited for the pool
             var early = _buf.TakeRemaining();
@@ -389,28 +392,8 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     /// </summary>
     private void Ready()
     {
-        Receive<Tcp.Received>(r =>
-        {
-            if (_held == null) { OnClientData(r.Data); return; }
-            // a read that was already under way when reading was paused: keep it with the rest
-            var units = CountUnits(r.Data, out var terminateAt, out var error);
-            if (error != null) { Fatal(SqlState.ProtocolViolation, error); return; }
-            if (terminateAt >= 0) { Leave(); return; }
-            _held = _held.Concat(r.Data);
-            _heldUnits += units;
-            HoldBound();
-        });
-        Receive<ServerSession.Linked>(l =>
-        {
-            if (_held == null) return;
-            _waiter = null;
-            _link = l.Link;
-            _flow.NewTarget();
-            var data = _held;
-            _held = null;
-            Forward(data, _heldUnits);
-            RequestRead();
-        });
+        Receive<Tcp.Received>(r => OnReadyData(r.Data));
+        Receive<ServerSession.Linked>(OnLinked);
         Receive<Pool.Failure>(f =>
         {
             if (_held == null) return;
@@ -468,6 +451,42 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             }
         });
     }
+
+    /// <summary>The relay's hot messages skip ReceiveActor's handler matching (same code as Ready's handlers).</summary>
+    protected override bool AroundReceive(Receive receive, object message)
+    {
+        if (_inReady)
+        {
+            if (message is Tcp.Received r) { OnReadyData(r.Data); return true; }
+            if (message is ServerSession.Linked l) { OnLinked(l); return true; }
+        }
+        return base.AroundReceive(receive, message);
+    }
+
+    private void OnReadyData(ByteString data)
+    {
+        if (_held == null) { OnClientData(data); return; }
+        // more of the client's bytes while it waits for a server: kept with the rest
+        var units = CountUnits(data, out var terminateAt, out var error);
+        if (error != null) { Fatal(SqlState.ProtocolViolation, error); return; }
+        if (terminateAt >= 0) { Leave(); return; }
+        _held = _held.Concat(data);
+        _heldUnits += units;
+        HoldBound();
+    }
+
+    private void OnLinked(ServerSession.Linked l)
+    {
+        if (_held == null) return;
+        _waiter = null;
+        _link = l.Link;
+        _flow.NewTarget();
+        var data = _held;
+        _held = null;
+        Forward(data, _heldUnits);
+        RequestRead();
+    }
+
 
     private void OnClientData(ByteString data)
     {

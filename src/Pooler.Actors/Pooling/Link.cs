@@ -98,10 +98,27 @@ public sealed class ClientParams
 
     public IReadOnlyDictionary<string, string> Values => _values;
 
+    /// <summary>
+    /// All tracked settings in one string (see <see cref="KeyOf"/>): a server whose own key is equal
+    /// needs no SET, checked without walking two dictionaries on every transaction.
+    /// </summary>
+    public string Key { get; private set; } = "";
+
     public void Set(string name, string value)
     {
         var c = Canonical(name);
-        if (c != null) _values[c] = value;
+        if (c == null || (_values.TryGetValue(c, out var cur) && cur == value)) return;
+        _values[c] = value;
+        Key = KeyOf(n => _values.GetValueOrDefault(n));
+    }
+
+    /// <summary>The tracked names that have a value, in <see cref="Tracked"/> order, as name=value pairs.</summary>
+    public static string KeyOf(Func<string, string?> get)
+    {
+        var sb = new System.Text.StringBuilder(128);
+        foreach (var t in Tracked)
+            if (get(t) is { } v) sb.Append(t).Append('=').Append(v).Append('\0');
+        return sb.ToString();
     }
 
     public string? Get(string name) => _values.GetValueOrDefault(name);

@@ -17,6 +17,8 @@ public sealed class ServerHandle(IActorRef server, IActorRef conn, DateTime open
     /// <summary>The server's session settings when it went idle (replaced whole, never mutated).</summary>
     public FrozenDictionary<string, string> Params { get; set; } = FrozenDictionary<string, string>.Empty;
     public DateTime IdleSince { get; set; }
+    /// <summary>The server's tracked settings as <see cref="ClientParams.KeyOf"/> builds them.</summary>
+    public string TrackedKey { get; set; } = "";
 
     internal void MarkIdle() => Volatile.Write(ref _state, Idle);
     internal bool TryTake() => Interlocked.CompareExchange(ref _state, Taken, Idle) == Idle;
@@ -27,6 +29,7 @@ public sealed class ServerHandle(IActorRef server, IActorRef conn, DateTime open
     /// <summary>True when the server already has every setting the client wants.</summary>
     public bool Matches(ClientParams p)
     {
+        if (p.Key == TrackedKey) return true;
         foreach (var (k, v) in p.Values)
             if (!Params.TryGetValue(k, out var cur) || cur != v) return false;
         return true;

@@ -247,6 +247,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private void SetParam(string name, string value)
     {
         _paramsChanged = true;
+        _trackedKey = null;
         _params[name] = value;
         var i = _paramList.FindIndex(p => p.Key == name);
         if (i >= 0) _paramList[i] = new(name, value); else _paramList.Add(new(name, value));
@@ -257,7 +258,11 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         if (!_paramsChanged || _handle == null) return;
         _paramsChanged = false;
         _handle.Params = _params.ToFrozenDictionary(StringComparer.OrdinalIgnoreCase);
+        _handle.TrackedKey = TrackedKey;
     }
+
+    private string? _trackedKey;
+    private string TrackedKey => _trackedKey ??= ClientParams.KeyOf(n => _params.GetValueOrDefault(n));
 
     private void Send(byte[] bytes) => _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(bytes)));
 
@@ -333,6 +338,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private void SyncParamsThenLink(Assign a)
     {
         if (_assignAbandoned) { _pendingAssign = null; GoIdle(); return; }
+        if (a.Waiter.Params.Key == TrackedKey) { LinkTo(a); return; }
         StringBuilder? sql = null;
         foreach (var (name, value) in a.Waiter.Params.Values)
         {
@@ -431,11 +437,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     /// </summary>
     private void Ready()
     {
-        Receive<Tcp.Received>(r =>
-        {
-            if (_link != null) OnServerData(r.Data);
-            else OnIdleData(r.Data);
-        });
+        Receive<Tcp.Received>(r => OnReadyData(r.Data));
         Receive<Attach>(a =>
         {
             if (_link == null) { StartRelay(a.Link); return; }
@@ -501,6 +503,23 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
             }
             if (type == MsgType.ParameterStatus && Payload.TryParameterStatus(body.Span, out var n, out var v)) SetParam(n, v);
         }
+    }
+
+    /// <summary>The relay's hot message skips ReceiveActor's handler matching (same code as Ready's handler).</summary>
+    protected override bool AroundReceive(Receive receive, object message)
+    {
+        if (_inReady && message is Tcp.Received r)
+        {
+            OnReadyData(r.Data);
+            return true;
+        }
+        return base.AroundReceive(receive, message);
+    }
+
+    private void OnReadyData(ByteString data)
+    {
+        if (_link != null) OnServerData(data);
+        else OnIdleData(data);
     }
 
     /// <summary>Switches to <see cref="Ready"/> unless already there (Become is not free).</summary>
