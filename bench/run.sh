@@ -40,6 +40,7 @@ Environment (full-run default first):
   SCRIPTS          "select-simple select-extended tpcb-like"
   CLIENTS          "1 50 500 1000"           pgbench client counts
   DURATION         20                        seconds per pgbench run
+  WARMUP           5                         seconds of pgbench -S -c 50 per target before the matrix (0: none)
   THREADS          2                         pgbench -j
   SCALE            10                        pgbench -i -s
   POOL_SIZE        20                        pool size of both poolers for the matrix
@@ -73,13 +74,14 @@ done
 
 if [ "$quick" = 1 ]; then
   : "${CLIENTS:=1 50}" "${DURATION:=5}" "${SEED_RUNS:=1}" "${SEED_CONNECTIONS:=256}" "${SEED_ITERATIONS:=200}"
-  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_SECONDS:=270}"
+  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_SECONDS:=270}" "${WARMUP:=3}"
 fi
 PARTS=${PARTS:-"matrix seed idle"}
 TARGETS=${TARGETS:-"direct pgbouncer pooler"}
 SCRIPTS=${SCRIPTS:-"select-simple select-extended tpcb-like"}
 CLIENTS=${CLIENTS:-"1 50 500 1000"}
 DURATION=${DURATION:-20}
+WARMUP=${WARMUP:-5}
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}
 POOL_SIZE=${POOL_SIZE:-20}
@@ -426,6 +428,18 @@ matrix_run() {
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$script" "$target" "$c" "${tps:--}" "${lat:--}" \
     "$p50" "$p99" "$pmax" "${failed:--}" "${processed:--}" "$backends" "${conn:--}" "$cpu" "$cpuk" "$rss" "$status" >>"$matrix"
 }
+
+# Warm-up, not recorded: Pooler is .NET and compiles its hot path (tiered JIT) during the first
+# seconds; each target gets the same short pgbench -S run so the first row measures steady state.
+if has "$PARTS" matrix && [ "$WARMUP" -gt 0 ]; then
+  for target in $TARGETS; do
+    target_info "$target"
+    [ "$t_ok" = 1 ] || continue
+    pgh_log "warm-up: pgbench -S -T $WARMUP -c 50 -> $target (not recorded)"
+    PGPASSWORD=$PASSWORD timeout -k 10 $(( WARMUP + 60 )) "$PGBENCH" -h 127.0.0.1 -p "$t_port" -U "$t_role" -S -T "$WARMUP" -c 50 -j "$THREADS" -n bench \
+      >"$raw/warmup-$target.log" 2>&1 || pgh_log "warm-up through $target failed (see raw/warmup-$target.log)"
+  done
+fi
 
 if has "$PARTS" matrix; then
   for script in $SCRIPTS; do

@@ -26,7 +26,10 @@ public sealed class Listener : ReceiveActor
 
     public Listener(PoolerRuntime rt, EndPoint endpoint, TaskCompletionSource<EndPoint> bound)
     {
-        Context.System.Tcp().Tell(new Tcp.Bind(Self, endpoint, backlog: 4096, pullMode: false));
+        // SO_REUSEADDR, as PgBouncer and PostgreSQL do: a restart must not fail on a connection of the
+        // previous process still in TIME_WAIT on the listen port
+        Context.System.Tcp().Tell(new Tcp.Bind(Self, endpoint, backlog: 4096,
+            options: [new Inet.SO.ReuseAddress(true)], pullMode: false));
         Receive<Tcp.Bound>(b =>
         {
             _socket = Sender;
