@@ -62,8 +62,6 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private bool _inUnit;
     private bool _holding;
     private int _swallow; // bytes of a padded COPY message still to drop from the client's stream
-    private ByteString? _held;
-    private int _heldUnits;
     private bool _draining;
     private long _lastActivity = Environment.TickCount64;
     private bool _closing;
@@ -101,6 +99,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     {
         Interlocked.Decrement(ref _rt.ClientCount);
         if (_keyRegistered) _rt.Cancels.Unregister(_keyPid);
+        AdoptLink(resume: false);
         if (_link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.ClientGone(l));
         LeaveQueue();
         _conn.Tell(Tcp.Abort.Instance);
@@ -122,6 +121,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private void CloseNow()
     {
         if (_closing) return;
+        AdoptLink(resume: false);
         _closing = true;
         _flow.Closed = true;
         LeaveQueue();
@@ -386,25 +386,23 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     // ---------------- Ready / Waiting ----------------
 
     /// <summary>
-    /// Logged in, linked or not, or waiting for a server (<see cref="_held"/> set). One
+    /// Logged in, linked or not, or waiting for a server (<see cref="_waiter"/> set). One
     /// behaviour for all three: ReceiveActor rebuilds its handlers on every Become, and a busy pool
     /// moves clients between these states on every transaction.
     /// </summary>
     private void Ready()
     {
         Receive<Tcp.Received>(r => OnReadyData(r.Data));
-        Receive<ServerSession.Linked>(OnLinked);
+        Receive<ServerSession.Linked>(_ => AdoptLink());
         Receive<Pool.Failure>(f =>
         {
-            if (_held == null) return;
-            _held = null;
+            if (_waiter == null) return;
             _waiter = null;
             Fatal(f.SqlState, f.Message);
         });
         Receive<ServerSession.Lost>(l =>
         {
-            if (_held == null && !ReferenceEquals(l.Link, _link)) return;
-            _held = null;
+            if (_waiter == null && !ReferenceEquals(l.Link, _link)) return;
             _waiter = null;
             Fatal(l.SqlState, l.Message);
         });
@@ -421,31 +419,31 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         });
         Receive<ServerSession.Unlinked>(u =>
         {
-            if (_held == null && ReferenceEquals(u.Link, _link) && _draining) Fatal(SqlState.AdminShutdown, "pooler is shutting down");
+            if (_waiter == null && ReferenceEquals(u.Link, _link) && _draining) Fatal(SqlState.AdminShutdown, "pooler is shutting down");
         });
         Receive<CancelRequested>(c =>
         {
-            if (_held == null && _link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.CancelQuery(l, c.ReplyTo));
+            if (_waiter == null && _link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.CancelQuery(l, c.ReplyTo));
             else c.ReplyTo.Tell(new CancelSender.Done()); // not linked: nothing of this client runs
         });
         Receive<Drain>(_ =>
         {
             _draining = true;
-            if (_held != null) return; // refused when its server arrives
+            if (_waiter != null) return; // refused at its next transaction
             if (_link == null || _link.IsReleased) { Fatal(SqlState.AdminShutdown, "pooler is shutting down"); return; }
             _link.ReleaseWhenIdle = true;
             _link.Server.Tell(new ServerSession.ReleaseIfIdle(_link));
         });
         Receive<IdleTick>(_ =>
         {
-            if (_held == null && (_link == null || _link.IsReleased) && Environment.TickCount64 - _lastActivity > S.ClientIdleTimeout.TotalMilliseconds)
+            if (_waiter == null && (_link == null || _link.IsReleased) && Environment.TickCount64 - _lastActivity > S.ClientIdleTimeout.TotalMilliseconds)
                 Fatal(SqlState.ProtocolViolation, "client_idle_timeout");
         });
         Receive<Tcp.ConnectionClosed>(_ => Leave());
         Receive<Terminated>(_ => Leave());
         Receive<Tcp.Event>(e =>
         {
-            if (_held == null && _link != null && ReferenceEquals(e, _link.ServerAck))
+            if (_waiter == null && _link != null && ReferenceEquals(e, _link.ServerAck))
             {
                 _flow.Acked();
             }
@@ -457,36 +455,37 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     {
         if (_inReady)
         {
+            if (_waiter != null) AdoptLink();
             if (message is Tcp.Received r) { OnReadyData(r.Data); return true; }
-            if (message is ServerSession.Linked l) { OnLinked(l); return true; }
+            if (message is ServerSession.Linked) return true; // adopted just above
         }
         return base.AroundReceive(receive, message);
     }
 
+    /// <summary>
+    /// A server linked while this client waited (and wrote what it held): relay through the link from
+    /// now on. Checked before every message, so no handler sees a stale waiting state.
+    /// </summary>
+    private void AdoptLink(bool resume = true)
+    {
+        if (_waiter?.Link is not { } l) return;
+        _waiter = null;
+        _link = l;
+        _flow.NewTarget();
+        if (resume) RequestRead();
+    }
+
     private void OnReadyData(ByteString data)
     {
-        if (_held == null) { OnClientData(data); return; }
+        if (_waiter == null) { OnClientData(data); return; }
         // more of the client's bytes while it waits for a server: kept with the rest
         var units = CountUnits(data, out var terminateAt, out var error);
         if (error != null) { Fatal(SqlState.ProtocolViolation, error); return; }
         if (terminateAt >= 0) { Leave(); return; }
-        _held = _held.Concat(data);
-        _heldUnits += units;
-        HoldBound();
+        if (_waiter.TryHold(data, units, out var held)) { HoldBound(held); return; }
+        AdoptLink(); // linked meanwhile: these bytes follow the held ones through the link
+        Forward(data, units);
     }
-
-    private void OnLinked(ServerSession.Linked l)
-    {
-        if (_held == null) return;
-        _waiter = null;
-        _link = l.Link;
-        _flow.NewTarget();
-        var data = _held;
-        _held = null;
-        Forward(data, _heldUnits);
-        RequestRead();
-    }
-
 
     private void OnClientData(ByteString data)
     {
@@ -604,6 +603,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             return;
         }
         _waiter = new Waiter(Self, _conn, _params);
+        _waiter.TryHold(data, units, out var heldBytes); // before queueing: the server that takes it writes them
         var wakePool = false;
         h ??= _exchange.TakeOrQueue(_waiter, out wakePool);
         if (h != null)
@@ -613,18 +613,19 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             h.Server.Tell(new ServerSession.Assign(_waiter, h.IdleSince));
         }
         else if (wakePool) _pool.Tell(new Pool.Wakeup());
-        _held = data;
-        _heldUnits = units;
-        HoldBound();
+        HoldBound(heldBytes);
     }
 
     /// <summary>
     /// A waiting client keeps being read (a paused read costs two messages per transaction) until
-    /// what it sent meanwhile passes <see cref="MaxHeldBytes"/>; then reading pauses until it is linked.
+    /// what it sent meanwhile passes <see cref="MaxHeldBytes"/>; then reading pauses, and the server
+    /// that links is asked to say so (it resumes reading).
     /// </summary>
-    private void HoldBound()
+    private void HoldBound(int heldBytes)
     {
-        if (_held != null && _held.Count > MaxHeldBytes) _flow.Suspend();
+        if (heldBytes <= MaxHeldBytes || _waiter == null) return;
+        _flow.Suspend();
+        if (!_waiter.NotifyWhenLinked()) AdoptLink(); // linked meanwhile: no message will come
     }
 
     private void Write(Link link, ByteString data) => _flow.Write(link.ServerConn, data, link.ServerAck);
@@ -640,11 +641,11 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private void Leave()
     {
         if (_closing) return;
+        AdoptLink(resume: false);
         _log.Debug("{0}: client left", Who);
         if (_link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.ClientGone(l));
         _link = null;
         LeaveQueue();
-        _held = null;
         _closing = true;
         _conn.Tell(Tcp.Close.Instance);
         Context.Stop(Self);

@@ -1,5 +1,6 @@
 using System.Collections.Frozen;
 using Akka.Actor;
+using Akka.IO;
 
 namespace Pooler.Actors.Pooling;
 
@@ -36,14 +37,74 @@ public sealed class ServerHandle(IActorRef server, IActorRef conn, DateTime open
     }
 }
 
-/// <summary>A client queued for a server. <see cref="TakenBy"/> is set (under the exchange's lock) by the server that takes it.</summary>
+/// <summary>
+/// A client queued for a server. <see cref="TakenBy"/> is set (under the exchange's lock) by the server
+/// that takes it. The bytes the client sent while waiting are kept here, and the server that links
+/// writes them to its own socket: the client is not woken for that (one actor turn less per queued
+/// transaction); it learns of <see cref="Link"/> at its next message, or through a Linked message if
+/// it asked for one (its reading is paused, or a test probe waits).
+/// </summary>
 public sealed class Waiter(IActorRef client, IActorRef clientConn, ClientParams clientParams)
 {
+    private readonly object _gate = new();
+    private ByteString? _held;
+    private int _heldUnits;
+    private bool _notify;
+    private Link? _link;
+
     public IActorRef Client { get; } = client;
     public IActorRef ClientConn { get; } = clientConn;
     public ClientParams Params { get; } = clientParams;
     public DateTime Since { get; set; } = DateTime.UtcNow;
     public IActorRef? TakenBy { get; internal set; }
+
+    /// <summary>The link a server made for this client, once it has (the client then relays through it).</summary>
+    public Link? Link => Volatile.Read(ref _link);
+
+    /// <summary>Client side: keeps bytes for the server; false once linked (the client forwards them itself).</summary>
+    public bool TryHold(ByteString data, int units, out int heldBytes)
+    {
+        lock (_gate)
+        {
+            heldBytes = 0;
+            if (_link != null) return false;
+            _held = _held == null ? data : _held.Concat(data);
+            _heldUnits += units;
+            heldBytes = _held.Count;
+            return true;
+        }
+    }
+
+    /// <summary>Asks for a Linked message when a server links; false if one already has (nothing will be sent).</summary>
+    public bool NotifyWhenLinked()
+    {
+        lock (_gate)
+        {
+            if (_link != null) return false;
+            _notify = true;
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Server side: links and writes the held bytes to the server socket. The write is queued inside
+    /// the gate, so bytes the client forwards after seeing the link cannot overtake it. Returns whether
+    /// the client asked to be told.
+    /// </summary>
+    public bool LinkAndFlush(Link link, IActorRef serverConn, IActorRef server)
+    {
+        lock (_gate)
+        {
+            if (_held != null)
+            {
+                link.TryAddUnits(_heldUnits);
+                serverConn.Tell(Tcp.Write.Create(_held), server);
+                _held = null;
+            }
+            Volatile.Write(ref _link, link);
+            return _notify;
+        }
+    }
 }
 
 /// <summary>

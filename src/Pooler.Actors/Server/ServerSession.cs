@@ -31,7 +31,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     public sealed record CancelQuery(Link Link, IActorRef ReplyTo);
     /// <summary>From a draining client: give the server back now if it is between transactions.</summary>
     public sealed record ReleaseIfIdle(Link Link);
-    /// <summary>To the client: you may write to the server now.</summary>
+    /// <summary>To a waiting client that asked for it (<see cref="Waiter.NotifyWhenLinked"/>): linked, its held bytes are written.</summary>
     public sealed record Linked(Link Link);
     /// <summary>To the client: the server went back to the pool; ask again for the next transaction.</summary>
     public sealed record Unlinked(Link Link);
@@ -368,7 +368,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         var w = a.Waiter;
         var link = new Link(Link.NextId(), w.Client, w.ClientConn, Self, _conn, w.Params);
         StartRelay(link);
-        w.Client.Tell(new Linked(link));
+        // the client's waiting query goes out from here; the client hears of the link only if it asked
+        if (w.LinkAndFlush(link, _conn, Self)) w.Client.Tell(new Linked(link));
     }
 
     private void StartRelay(Link link)

@@ -58,6 +58,7 @@ public class PoolActorTests(PostgresFixture pg) : Akka.TestKit.Xunit2.TestKit("a
     private static void Acquire(Setup s, Client c)
     {
         var w = new Waiter(c.Probe.Ref, c.Conn.Ref, new ClientParams());
+        w.NotifyWhenLinked(); // the probe waits for Linked (a ClientSession asks only when its reading is paused)
         c.Waiter = w;
         if (s.Exchange.TakeOrQueue(w, out _) is { } h)
         {
