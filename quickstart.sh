@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Quickstart: builds Pooler, starts a throwaway PostgreSQL and Pooler in front of it (transaction mode, pool 20),
-# runs a short pgbench through Pooler and directly, and prints how to connect.
+# runs a short pgbench and the seed's flight-schedule workload (src/Pooler.Workload) through Pooler and directly,
+# prints both results side by side and how to connect.
 #
 #   ./quickstart.sh          # run the demo, then stop everything
 #   ./quickstart.sh --keep   # leave PostgreSQL and Pooler running until Ctrl-C
 #
 # Env: CLIENTS (50), DURATION (10 s), SCALE (5), POOL_SIZE (20), POOLER_CMD (instead of building: a command taking
-# "--config FILE"). Needs the .NET SDK; installs PostgreSQL via apt if missing.
+# "--config FILE"), WORKLOAD_CONNECTIONS (256), WORKLOAD_ITERATIONS (100 cycles per worker, 4 workers; 0 skips the
+# workload). Needs the .NET SDK; installs PostgreSQL via apt if missing.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -60,11 +62,19 @@ if [ -z "${POOLER_CMD:-}" ]; then
   [ -f "$dll" ] || pgh_die "build produced no $dll"
   POOLER_CMD="dotnet $dll"
 fi
+WORKLOAD_CONNECTIONS=${WORKLOAD_CONNECTIONS:-256}
+WORKLOAD_ITERATIONS=${WORKLOAD_ITERATIONS:-100}
+workload_dll="$repo/src/Pooler.Workload/bin/Release/net10.0/Pooler.Workload.dll"
+if [ "$WORKLOAD_ITERATIONS" -gt 0 ]; then
+  pgh_log "building the workload driver (src/Pooler.Workload)"
+  timeout -k 10 900 dotnet build "$repo/src/Pooler.Workload/Pooler.Workload.csproj" -c Release -nologo -v q >"$work/build-workload.log" 2>&1 \
+    || { tail -n 40 "$work/build-workload.log" >&2; pgh_die "workload build failed (full log above)"; }
+fi
 
 # --- PostgreSQL -----------------------------------------------------------------------------------
 pg_port=$(pgh_free_port)
 pgh_log "starting PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port"
-pgh_pg_init "$pg_dir" "$pg_port" 200 scram-sha-256
+pgh_pg_init "$pg_dir" "$pg_port" $(( WORKLOAD_CONNECTIONS + CLIENTS + 100 > 200 ? WORKLOAD_CONNECTIONS + CLIENTS + 100 : 200 )) scram-sha-256
 pgh_pg_start "$pg_dir" || pgh_die "PostgreSQL did not start"
 
 password="demo-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')"
@@ -118,6 +128,10 @@ bench() {
     >"$work/bench-$name.log" 2>&1 || { pgh_log "pgbench via $name failed:"; grep -v '^progress' "$work/bench-$name.log" | tail -n 5 >&2; }
 }
 field() { sed -n "s/^$1\$/\\1/p" "$2" | head -n1; }
+# .NET compiles Pooler's hot path during its first seconds of load: warm up before measuring (not shown)
+pgh_log "warm-up: pgbench -S -T 3 via pooler (not shown)"
+PGPASSWORD=$password timeout -k 10 60 "$PGBIN/pgbench" -h 127.0.0.1 -p "$pooler_port" -U demo -S -n -c "$CLIENTS" -j 2 -T 3 demo \
+  >"$work/warmup.log" 2>&1 || true
 bench "$pooler_port" pooler
 bench "$pg_port" direct
 
@@ -135,6 +149,28 @@ done
 server_conns=$(pgh_psql_super "$pg_dir" "$pg_port" postgres -At -c \
   "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename = 'demo'" 2>/dev/null || echo '?')
 echo "server connections Pooler holds now: $server_conns (pool size $POOL_SIZE)"
+
+# --- the seed's workload ------------------------------------------------------------------------------
+# workload PORT NAME: fresh flight data (directly), then the cycles through PORT; the table is in $work/workload-NAME.log
+workload() {
+  local port=$1 name=$2
+  pgh_log "workload: init --flights 20000, then $WORKLOAD_CONNECTIONS connections x $WORKLOAD_ITERATIONS cycles per worker via $name"
+  timeout -k 10 300 dotnet "$workload_dll" init --uri "postgresql://demo:$password@127.0.0.1:$pg_port/demo" --flights 20000 \
+    >"$work/workload-init-$name.log" 2>&1 || { tail -n 5 "$work/workload-init-$name.log" >&2; return 0; }
+  timeout -k 10 600 dotnet "$workload_dll" run --uri "postgresql://demo:$password@127.0.0.1:$port/demo" \
+    --connections "$WORKLOAD_CONNECTIONS" --workers 4 --iterations "$WORKLOAD_ITERATIONS" --delay 100 --batch-size 64 \
+    --no-prepare --name "$name" --progress 0 >"$work/workload-$name.log" 2>&1 \
+    || { pgh_log "workload via $name failed:"; tail -n 5 "$work/workload-$name.log" >&2; }
+}
+if [ "$WORKLOAD_ITERATIONS" -gt 0 ]; then
+  workload "$pooler_port" pooler
+  workload "$pg_port" direct
+  for name in pooler direct; do
+    echo
+    echo "flight-schedule workload ($WORKLOAD_CONNECTIONS connections, delay 100 ms, batch 64) via $name:"
+    cat "$work/workload-$name.log"
+  done
+fi
 
 cat <<INFO
 
