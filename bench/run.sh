@@ -40,7 +40,7 @@ Environment (full-run default first):
   SCRIPTS          "select-simple select-extended tpcb-like"
   CLIENTS          "1 50 500 1000"           pgbench client counts
   DURATION         20                        seconds per pgbench run
-  WARMUP           5                         seconds of pgbench -S -c 50 per target before the matrix (0: none)
+  WARMUP           20                        seconds of pgbench -S -c 50 per target before the matrix (0: none)
   THREADS          2                         pgbench -j
   SCALE            10                        pgbench -i -s
   POOL_SIZE        20                        pool size of both poolers for the matrix
@@ -74,14 +74,14 @@ done
 
 if [ "$quick" = 1 ]; then
   : "${CLIENTS:=1 50}" "${DURATION:=5}" "${SEED_RUNS:=1}" "${SEED_CONNECTIONS:=256}" "${SEED_ITERATIONS:=200}"
-  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_SECONDS:=270}" "${WARMUP:=3}"
+  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_SECONDS:=270}" "${WARMUP:=5}"
 fi
 PARTS=${PARTS:-"matrix seed idle"}
 TARGETS=${TARGETS:-"direct pgbouncer pooler"}
 SCRIPTS=${SCRIPTS:-"select-simple select-extended tpcb-like"}
 CLIENTS=${CLIENTS:-"1 50 500 1000"}
 DURATION=${DURATION:-20}
-WARMUP=${WARMUP:-5}
+WARMUP=${WARMUP:-20}
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}
 POOL_SIZE=${POOL_SIZE:-20}
