@@ -128,9 +128,9 @@ bench() {
     >"$work/bench-$name.log" 2>&1 || { pgh_log "pgbench via $name failed:"; grep -v '^progress' "$work/bench-$name.log" | tail -n 5 >&2; }
 }
 field() { sed -n "s/^$1\$/\\1/p" "$2" | head -n1; }
-# .NET compiles Pooler's hot path during its first seconds of load: warm up before measuring (not shown)
-pgh_log "warm-up: pgbench -S -T 3 via pooler (not shown)"
-PGPASSWORD=$password timeout -k 10 60 "$PGBIN/pgbench" -h 127.0.0.1 -p "$pooler_port" -U demo -S -n -c "$CLIENTS" -j 2 -T 3 demo \
+# .NET recompiles Pooler's hot path (tiered JIT, dynamic PGO) during its first ~20 s of load: warm up first (not shown)
+pgh_log "warm-up: pgbench -S -T 10 via pooler (not shown)"
+PGPASSWORD=$password timeout -k 10 60 "$PGBIN/pgbench" -h 127.0.0.1 -p "$pooler_port" -U demo -S -n -c "$CLIENTS" -j 2 -T 10 demo \
   >"$work/warmup.log" 2>&1 || true
 bench "$pooler_port" pooler
 bench "$pg_port" direct
