@@ -388,12 +388,11 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     /// <summary>
     /// Logged in, linked or not, or waiting for a server (<see cref="_waiter"/> set). One
     /// behaviour for all three: ReceiveActor rebuilds its handlers on every Become, and a busy pool
-    /// moves clients between these states on every transaction.
+    /// moves clients between these states on every transaction. Tcp.Received and Linked are handled
+    /// in <see cref="AroundReceive"/>, before ReceiveActor's matching.
     /// </summary>
     private void Ready()
     {
-        Receive<Tcp.Received>(r => OnReadyData(r.Data));
-        Receive<ServerSession.Linked>(_ => AdoptLink());
         Receive<Pool.Failure>(f =>
         {
             if (_waiter == null) return;

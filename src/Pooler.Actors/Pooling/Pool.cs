@@ -186,7 +186,6 @@ public sealed class Pool : ReceiveActor, IWithTimers
         {
             if (handle == null) _connecting--;
             _rt.Budget.Return(_db.Name, _creds.User);
-            NoteSize();
             Fill();
             return;
         }

@@ -435,10 +435,10 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     /// <summary>
     /// Idle and linked in one behaviour: a transaction moves a server between the two, and
     /// ReceiveActor rebuilds its handlers on every Become, so the hot path branches on the link instead.
+    /// Tcp.Received is handled in <see cref="AroundReceive"/>, before ReceiveActor's matching.
     /// </summary>
     private void Ready()
     {
-        Receive<Tcp.Received>(r => OnReadyData(r.Data));
         Receive<Attach>(a =>
         {
             if (_link == null) { StartRelay(a.Link); return; }
