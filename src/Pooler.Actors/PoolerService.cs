@@ -36,7 +36,10 @@ public sealed class PoolerService
     public static async Task<PoolerService> StartAsync(ActorSystem system, PoolerSettings settings, string? baseDirectory = null)
     {
         var users = LoadUsers(settings);
-        var rt = new PoolerRuntime(settings, users) { NodeName = system.Name + "@" + Environment.MachineName };
+        // in a cluster a node is known by its cluster address; alone, by the machine
+        var address = ((ExtendedActorSystem)system).Provider.DefaultAddress;
+        var name = address.HasGlobalScope ? $"{address.Host}:{address.Port}" : system.Name + "@" + Environment.MachineName;
+        var rt = new PoolerRuntime(settings, users) { NodeName = name };
         // before binding: see AcceptRaceGuard (Akka.IO drops accepts that complete before it is bound)
         system.ActorOf(AcceptRaceGuard.Props());
         var manager = system.ActorOf(Pooling.PoolManager.Props(rt), "pools");

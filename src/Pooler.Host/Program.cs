@@ -4,6 +4,7 @@ using Akka.Actor;
 using Akka.Configuration;
 using Akka.Event;
 using Pooler.Actors;
+using Pooler.Actors.Cluster;
 using Pooler.Actors.Config;
 using Pooler.Host;
 
@@ -45,7 +46,7 @@ catch (ConfigException e)
 ActorSystem system;
 try
 {
-    system = ActorSystem.Create("pooler", config.WithFallback(ConfigurationFactory.Default()));
+    system = ActorSystem.Create(ClusterConfig.SystemName, ClusterConfig.WithProvider(config).WithFallback(ConfigurationFactory.Default()));
 }
 catch (Exception e)
 {
@@ -54,8 +55,9 @@ catch (Exception e)
 }
 var log = Logging.GetLogger(system, "pooler");
 
-// Signals are queued and handled one at a time on this (main) flow.
-var signals = Channel.CreateUnbounded<PosixSignal>();
+// Signals are queued and handled one at a time on this (main) flow. Null stands for "this node was
+// removed from the cluster without asking" (downed by the split-brain resolver).
+var signals = Channel.CreateUnbounded<PosixSignal?>();
 void Queue(PosixSignalContext context)
 {
     context.Cancel = true;
@@ -78,12 +80,32 @@ catch (Exception e)
 }
 log.Info("listening on {0}:{1}", settings.Listen.Host, service.Port);
 
-var stopSignal = PosixSignal.SIGTERM;
+ClusterNode? clusterNode = null;
+var leaving = false;
+if (ClusterConfig.IsClustered(config))
+{
+    clusterNode = ClusterNode.Start(system, service.Runtime);
+    clusterNode.Cluster.RegisterOnMemberRemoved(() =>
+    {
+        if (!Volatile.Read(ref leaving)) signals.Writer.TryWrite(null);
+    });
+    log.Info("cluster node {0}: joining {1} as role {2}", clusterNode.Cluster.SelfAddress,
+        string.Join(", ", config.GetStringList("akka.cluster.seed-nodes")), ClusterNode.Role);
+}
+
+string stopReason = "SIGTERM";
+var exitCode = 0;
 await foreach (var signal in signals.Reader.ReadAllAsync())
 {
+    if (signal is null)
+    {
+        stopReason = "removed from the cluster (downed)";
+        exitCode = 1; // a supervisor restarts the process, which joins again as a new node
+        break;
+    }
     if (signal != PosixSignal.SIGHUP)
     {
-        stopSignal = signal;
+        stopReason = signal.ToString()!;
         break;
     }
     try
@@ -103,8 +125,12 @@ await foreach (var signal in signals.Reader.ReadAllAsync())
     }
 }
 
-log.Info("{0}: shutting down, waiting up to {1} for open transactions", stopSignal, settings.ShutdownTimeout);
+log.Info("{0}: shutting down, waiting up to {1} for open transactions", stopReason, settings.ShutdownTimeout);
+Volatile.Write(ref leaving, true);
+// Leaving hands the VIP over first (the singleton's hand-over releases it), while this node drains.
+var left = clusterNode is null || exitCode != 0 ? Task.CompletedTask : clusterNode.LeaveAsync(TimeSpan.FromSeconds(10));
 await service.StopAsync();
+await left;
 log.Info("stopped");
 await system.Terminate();
-return 0;
+return exitCode;

@@ -8,6 +8,30 @@ public enum AuthType { Trust, Plain, Md5, ScramSha256 }
 
 public sealed record ListenSettings(string Host, int Port);
 
+/// <summary>How the VIP is put up (<c>pooler.vip.driver</c>).</summary>
+public enum VipDriverKind { None, Linux, Bind, Script }
+
+/// <summary><c>pooler.vip</c>: the floating address one node of the cluster owns at a time.</summary>
+public sealed record VipSettings(
+    VipDriverKind Driver,
+    string Address,
+    string Interface,
+    int Port,
+    TimeSpan Lifetime,
+    string UpCommand,
+    string DownCommand,
+    string IpCommand = "ip",
+    string ArpingCommand = "arping")
+{
+    public static readonly VipSettings Off = new(VipDriverKind.None, "", "eth0", 6432, TimeSpan.FromSeconds(3), "", "");
+
+    /// <summary>How often the owner renews the lease: a third of its lifetime.</summary>
+    public TimeSpan RenewInterval => Lifetime / 3;
+
+    /// <summary>The address without its prefix length ("10.0.0.250/24" -> "10.0.0.250").</summary>
+    public string Host => Address.Split('/')[0];
+}
+
 public sealed record AuthSettings(AuthType Type, string? UsersFile);
 
 /// <summary>One entry of <c>pooler.databases</c>. Null means "use the global value".</summary>
@@ -58,6 +82,9 @@ public sealed record PoolerSettings(
     int MaxPacketSize,
     IReadOnlyDictionary<string, DatabaseSettings> Databases)
 {
+    /// <summary><c>pooler.vip</c>; used only in a cluster.</summary>
+    public VipSettings Vip { get; init; } = VipSettings.Off;
+
     /// <summary>The database entry for a name asked by a client, falling back to "*" as PgBouncer does.</summary>
     public DatabaseSettings? FindDatabase(string name)
     {

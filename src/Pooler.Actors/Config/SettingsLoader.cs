@@ -34,7 +34,9 @@ public static partial class SettingsLoader
     /// <summary>
     /// reference.conf, then <paramref name="configFile"/> (HOCON) if given, then environment variables
     /// <c>POOLER__A__B_C=value</c> (meaning <c>pooler.a.b-c</c>) and <c>AKKA__...</c> (meaning <c>akka.…</c>),
-    /// then each <c>key=value</c> of <paramref name="sets"/> in order; later layers win.
+    /// then each <c>key=value</c> of <paramref name="sets"/> in order; later layers win. <c>CLUSTER_IP</c>,
+    /// <c>CLUSTER_PORT</c> and <c>CLUSTER_SEEDS</c> (see <see cref="Cluster.ClusterConfig"/>) sit just below the
+    /// POOLER__/AKKA__ variables.
     /// Values from the environment and from <paramref name="sets"/> are injected as quoted HOCON strings.
     /// </summary>
     /// <exception cref="ConfigException">The file cannot be read or parsed, or an override is malformed.</exception>
@@ -44,7 +46,12 @@ public static partial class SettingsLoader
         if (configFile is not null)
             config = ParseFile(configFile).WithFallback(config);
 
-        var fromEnvironment = EnvironmentOverrides(environment);
+        var pairs = environment as IReadOnlyCollection<KeyValuePair<string, string>> ?? environment.ToList();
+        var cluster = Cluster.ClusterConfig.FromEnvironment(pairs);
+        if (cluster is not null)
+            config = cluster.WithFallback(config);
+
+        var fromEnvironment = EnvironmentOverrides(pairs);
         if (fromEnvironment is not null)
             config = fromEnvironment.WithFallback(config);
 
@@ -106,7 +113,52 @@ public static partial class SettingsLoader
             IgnoreStartupParameters: ReadStringList(pooler, p, "ignore-startup-parameters"),
             ShutdownTimeout: RequireDuration(pooler, p, "shutdown-timeout"),
             MaxPacketSize: RequireInt(pooler, p, "max-packet-size", minimum: 1),
-            Databases: ReadDatabases(pooler));
+            Databases: ReadDatabases(pooler))
+        {
+            Vip = ReadVip(RequireObject(pooler, p, "vip"), referencePooler.Items["vip"].GetObject().Items.Keys),
+        };
+    }
+
+    private static readonly KeyValuePair<string, VipDriverKind>[] VipDrivers =
+        [new("none", VipDriverKind.None), new("linux", VipDriverKind.Linux), new("bind", VipDriverKind.Bind), new("script", VipDriverKind.Script)];
+
+    private static VipSettings ReadVip(HoconObject vip, IEnumerable<string> known)
+    {
+        const string p = "pooler.vip";
+        RejectUnknown(vip, p, known);
+        var driver = ReadEnum(vip, p, "driver", VipDrivers) ?? throw Missing("pooler.vip.driver");
+        var address = (ReadString(vip, p, "address") ?? "").Trim();
+        var settings = new VipSettings(
+            Driver: driver,
+            Address: address,
+            Interface: (ReadString(vip, p, "interface") ?? "").Trim(),
+            Port: ReadPort(vip, p, "port", minimum: 1) ?? throw Missing("pooler.vip.port"),
+            Lifetime: RequireDuration(vip, p, "lifetime"),
+            UpCommand: ReadString(vip, p, "up-command") ?? "",
+            DownCommand: ReadString(vip, p, "down-command") ?? "",
+            IpCommand: RequireNonEmptyString(vip, p, "ip-command"),
+            ArpingCommand: RequireNonEmptyString(vip, p, "arping-command"));
+        if (settings.Lifetime < TimeSpan.FromMilliseconds(300))
+            throw new ConfigException("pooler.vip.lifetime", "must be at least 300ms (it is renewed every third of it)");
+        switch (driver)
+        {
+            case VipDriverKind.Linux:
+                if (!System.Net.IPNetwork.TryParse(address, out _) || !address.Contains('/'))
+                    throw new ConfigException("pooler.vip.address", $"the linux driver needs an address with a prefix length, like \"10.0.0.250/24\", got '{address}'");
+                if (settings.Interface.Length == 0) throw new ConfigException("pooler.vip.interface", "is required by the linux driver");
+                if (settings.Lifetime.TotalSeconds != Math.Floor(settings.Lifetime.TotalSeconds))
+                    throw new ConfigException("pooler.vip.lifetime", "must be whole seconds for the linux driver (the kernel's valid_lft)");
+                break;
+            case VipDriverKind.Bind:
+                if (!System.Net.IPAddress.TryParse(settings.Host, out _))
+                    throw new ConfigException("pooler.vip.address", $"the bind driver needs an IP address to listen on, like \"127.0.0.100\", got '{address}'");
+                break;
+            case VipDriverKind.Script:
+                if (string.IsNullOrWhiteSpace(settings.UpCommand)) throw new ConfigException("pooler.vip.up-command", "is required by the script driver");
+                if (string.IsNullOrWhiteSpace(settings.DownCommand)) throw new ConfigException("pooler.vip.down-command", "is required by the script driver");
+                break;
+        }
+        return settings;
     }
 
     // ---------------------------------------------------------------- layering
@@ -299,7 +351,7 @@ public static partial class SettingsLoader
     private static string FormatPath(IEnumerable<string> segments) => string.Join('.', segments.Select(Quote));
 
     /// <summary>A HOCON quoted string holding exactly <paramref name="value"/>.</summary>
-    internal static string Quote(string value)
+    public static string Quote(string value)
     {
         var sb = new StringBuilder(value.Length + 2).Append('"');
         foreach (var c in value)

@@ -32,6 +32,31 @@ public sealed class SettingsLoaderTests : IDisposable
     private ConfigException Invalid(string? hocon, params string[] sets)
         => Assert.Throws<ConfigException>(() => LoadWith(hocon, null, ["pooler.auth.users-file=userlist.txt", .. sets]));
 
+    // ------------------------------------------------------------ vip
+
+    [Fact]
+    public void Vip_is_off_by_default_and_reads_every_key()
+    {
+        Assert.Equal(VipDriverKind.None, LoadSets().Vip.Driver);
+        var v = LoadSets("pooler.vip.driver=linux", "pooler.vip.address=10.0.0.250/24", "pooler.vip.interface=br0",
+            "pooler.vip.port=5432", "pooler.vip.lifetime=6s").Vip;
+        Assert.Equal(new VipSettings(VipDriverKind.Linux, "10.0.0.250/24", "br0", 5432, TimeSpan.FromSeconds(6), "", ""), v);
+        Assert.Equal("10.0.0.250", v.Host);
+        Assert.Equal(TimeSpan.FromSeconds(2), v.RenewInterval);
+    }
+
+    [Theory]
+    [InlineData("pooler.vip.driver=keepalived", "pooler.vip.driver")]
+    [InlineData("pooler.vip.driver=linux|pooler.vip.address=10.0.0.250", "pooler.vip.address")]          // no prefix length
+    [InlineData("pooler.vip.driver=linux|pooler.vip.address=10.0.0.250/24|pooler.vip.interface=", "pooler.vip.interface")]
+    [InlineData("pooler.vip.driver=linux|pooler.vip.address=10.0.0.250/24|pooler.vip.lifetime=2500ms", "pooler.vip.lifetime")]
+    [InlineData("pooler.vip.driver=bind|pooler.vip.address=vip.example", "pooler.vip.address")]
+    [InlineData("pooler.vip.driver=script|pooler.vip.down-command=true", "pooler.vip.up-command")]
+    [InlineData("pooler.vip.lifetime=100ms", "pooler.vip.lifetime")]
+    [InlineData("pooler.vip.prot=1", "pooler.vip.prot")]
+    public void Vip_mistakes_are_refused_naming_the_key(string sets, string key)
+        => Assert.Equal(key, Invalid(null, sets.Split('|')).Key);
+
     // ------------------------------------------------------------ defaults
 
     [Fact]
@@ -134,6 +159,10 @@ public sealed class SettingsLoaderTests : IDisposable
               ignore-startup-parameters = [extra_float_digits, application_name, "search_path"]
               shutdown-timeout = 45s
               max-packet-size = 65536
+              vip {
+                driver = script, address = "203.0.113.7", interface = "ens5", port = 5432, lifetime = 9s
+                up-command = "cloud-ip attach", down-command = "cloud-ip detach", ip-command = "/sbin/ip", arping-command = "/usr/sbin/arping"
+              }
               databases {
                 sales {
                   host = "10.0.0.5", port = 5433, dbname = "sales_prod", user = "app", password = "p w"
@@ -169,6 +198,8 @@ public sealed class SettingsLoaderTests : IDisposable
         Assert.Equal(["extra_float_digits", "application_name", "search_path"], s.IgnoreStartupParameters);
         Assert.Equal(TimeSpan.FromSeconds(45), s.ShutdownTimeout);
         Assert.Equal(65536, s.MaxPacketSize);
+        Assert.Equal(new VipSettings(VipDriverKind.Script, "203.0.113.7", "ens5", 5432, TimeSpan.FromSeconds(9),
+            "cloud-ip attach", "cloud-ip detach", "/sbin/ip", "/usr/sbin/arping"), s.Vip);
 
         var db = Assert.Single(s.Databases).Value;
         Assert.Equal(new DatabaseSettings("sales", "10.0.0.5", 5433, "sales_prod", "app", "p w",
@@ -193,7 +224,7 @@ public sealed class SettingsLoaderTests : IDisposable
             "query-timeout", "query-wait-timeout", "reserve-pool-size", "reserve-pool-timeout",
             "server-check-delay", "server-check-query", "server-connect-timeout", "server-idle-timeout",
             "server-lifetime", "server-login-retry", "server-reset-query", "server-reset-query-always",
-            "shutdown-timeout",
+            "shutdown-timeout", "vip",
         }, keys);
     }
 
@@ -534,15 +565,20 @@ public sealed class SettingsLoaderTests : IDisposable
 
     // ------------------------------------------------------------ the shipped example
 
+    /// <summary>The repository root and the path of one of its hocon/ examples.</summary>
+    private static (string Root, string File) Example(string name)
+    {
+        var dir = AppContext.BaseDirectory;
+        while (dir is not null && !File.Exists(Path.Combine(dir, "hocon", name)))
+            dir = Path.GetDirectoryName(dir);
+        Assert.NotNull(dir);
+        return (dir, Path.Combine(dir, "hocon", name));
+    }
+
     [Fact]
     public void Example_single_node_config_loads()
     {
-        var dir = AppContext.BaseDirectory;
-        while (dir is not null && !File.Exists(Path.Combine(dir, "hocon", "single-node.hocon")))
-            dir = Path.GetDirectoryName(dir);
-        Assert.NotNull(dir);
-
-        var file = Path.Combine(dir, "hocon", "single-node.hocon");
+        var (dir, file) = Example("single-node.hocon");
         var s = SettingsLoader.Load(SettingsLoader.Layer(file, NoEnv, []), Path.GetDirectoryName(file));
 
         Assert.Equal(new ListenSettings("127.0.0.1", 6432), s.Listen);
@@ -552,5 +588,17 @@ public sealed class SettingsLoaderTests : IDisposable
         Assert.Equal(10000, s.MaxClientConn);
         Assert.Equal(new DatabaseSettings("defaultdb", "127.0.0.1", 5432, "defaultdb", null, null, null, null, null, null, null),
             s.FindDatabase("defaultdb"));
+    }
+
+    [Fact]
+    public void Example_cluster_node_config_loads_as_a_cluster_member_with_the_linux_vip()
+    {
+        var (_, file) = Example("cluster-node.hocon");
+        var config = SettingsLoader.Layer(file, NoEnv, []);
+        var s = SettingsLoader.Load(config, Path.GetDirectoryName(file));
+        Assert.True(Pooler.Actors.Cluster.ClusterConfig.IsClustered(config));
+        Assert.Equal(VipDriverKind.Linux, s.Vip.Driver);
+        Assert.Equal("10.0.0.250/24", s.Vip.Address);
+        Assert.Equal(4053, config.GetInt("akka.remote.dot-netty.tcp.port"));
     }
 }

@@ -16,6 +16,7 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
     private readonly TestDirectory _dir;
     private readonly List<string> _args;
     private readonly Dictionary<string, string?> _env;
+    private readonly string _program;
     private readonly List<string> _output = new();
     private Process? _process;
     private bool _disposed;
@@ -25,9 +26,11 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
     /// <param name="extraArgs">More arguments after <c>--config FILE</c> (e.g. <c>--set pooler.x=y</c>).</param>
     /// <param name="extraEnv">Environment for the process (e.g. <c>POOLER__POOL_MODE</c>); a null value removes a variable.</param>
     /// <param name="usersFileText">Content of <c>userlist.txt</c> in the same folder; null = every fixture user with its password.</param>
+    /// <param name="program">The dll to run with <c>--config FILE</c>: <see cref="HostDll"/> (default) or <see cref="LighthouseDll"/>.</param>
     public PoolerProcess(string configText, IEnumerable<string>? extraArgs = null,
-        IReadOnlyDictionary<string, string?>? extraEnv = null, string? usersFileText = null)
+        IReadOnlyDictionary<string, string?>? extraEnv = null, string? usersFileText = null, string? program = null)
     {
+        _program = program ?? HostDll;
         _dir = TestDirectory.Create("pooler-host");
         _args = extraArgs?.ToList() ?? new List<string>();
         _env = extraEnv?.ToDictionary(kv => kv.Key, kv => kv.Value) ?? new Dictionary<string, string?>();
@@ -53,6 +56,9 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
 
     /// <summary>Pooler.Host.dll next to the test assembly (the test project references the host, so it is copied there).</summary>
     public static string HostDll => Path.Combine(AppContext.BaseDirectory, "Pooler.Host.dll");
+
+    /// <summary>Lighthouse.dll next to the test assembly (a seed node: no pools, no listener).</summary>
+    public static string LighthouseDll => Path.Combine(AppContext.BaseDirectory, "Lighthouse.dll");
 
     /// <summary>The dotnet executable running the tests ($DOTNET_HOST_PATH), else <c>dotnet</c> from PATH.</summary>
     public static string DotnetExecutable =>
@@ -122,8 +128,8 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
     public void Start()
     {
         if (_process is { HasExited: false }) throw new InvalidOperationException("the pooler process is already running");
-        if (!File.Exists(HostDll)) throw new InvalidOperationException($"{HostDll} not found (build the test project first)");
-        var args = new List<string> { HostDll, "--config", ConfigFile };
+        if (!File.Exists(_program)) throw new InvalidOperationException($"{_program} not found (build the test project first)");
+        var args = new List<string> { _program, "--config", ConfigFile };
         args.AddRange(_args);
         var psi = ProcessRunner.CreateStartInfo(DotnetExecutable, args, _env, workingDirectory: Directory);
         psi.RedirectStandardOutput = true;

@@ -1,0 +1,262 @@
+using System.Diagnostics;
+using Akka.Actor;
+using Akka.Cluster;
+using Akka.Event;
+using Pooler.Actors.Config;
+
+namespace Pooler.Actors.Cluster;
+
+/// <summary>
+/// The cluster singleton (role <c>pooler</c>) that holds the VIP. Behaviours:
+/// Fencing (ask a majority of witnesses how recently they confirmed another owner, wait out that lease),
+/// Acquiring (put the VIP up on the first fresh majority confirmation), Holding (ping, renew, or drop),
+/// Released (taken down in an orderly way; waits to be stopped). See <see cref="VipLease"/> for why two
+/// nodes never hold the address at once.
+/// </summary>
+public sealed class VipOwner : ReceiveActor, IWithTimers
+{
+    /// <summary>Take the VIP down and tell the witnesses its lease is over, then stop (the singleton's
+    /// termination message, so a leaving node hands over without the new owner waiting out the lease).</summary>
+    public sealed record HandOver;
+    /// <summary>Asks for <see cref="Status"/>.</summary>
+    public sealed record GetStatus;
+    public sealed record Status(string Node, string State, string Vip, bool Holding);
+
+    private sealed record PingTick;
+    private sealed record RenewTick;
+    private sealed record AskTick;
+    private sealed record AcquireAt;
+    private sealed record ReleaseTimeout;
+
+    public static Props Props(PoolerRuntime runtime, Func<IActorContext, IVipDriver>? driver = null)
+        => Akka.Actor.Props.Create(() => new VipOwner(runtime, driver)).WithDispatcher(DispatcherId);
+
+    /// <summary>Runs on a thread of its own: drivers may block for a child process or a bind.</summary>
+    public const string DispatcherId = "akka.actor.pooler-vip-dispatcher";
+
+    private readonly ILoggingAdapter _log = Context.GetLogger();
+    private readonly Akka.Cluster.Cluster _cluster = Akka.Cluster.Cluster.Get(Context.System);
+    private readonly PoolerRuntime _rt;
+    private readonly VipSettings _vip;
+    private readonly VipLease _lease;
+    private readonly IVipDriver _driver;
+    private readonly string _self;
+    private readonly Dictionary<long, (TimeSpan SentAt, HashSet<string> Votes)> _pings = new();
+    private readonly Dictionary<string, TimeSpan?> _answers = new();
+    private readonly HashSet<string> _acks = new();
+    private long _seq;
+    private long _askSeq;
+    private bool _up;
+    private string _state = "fencing";
+
+    public ITimerScheduler Timers { get; set; } = null!;
+
+    public VipOwner(PoolerRuntime runtime, Func<IActorContext, IVipDriver>? driver)
+    {
+        _rt = runtime;
+        _vip = runtime.Settings.Vip;
+        _lease = new VipLease(_vip.Lifetime);
+        _driver = driver?.Invoke(Context) ?? VipDrivers.Create(_vip, Context, runtime);
+        _self = _cluster.SelfUniqueAddress.ToString();
+        Fencing();
+    }
+
+    private static TimeSpan Now => Stopwatch.GetElapsedTime(0);
+
+    private void Log(string what) => _log.Info("vip node {0}: {1} ({2})", _rt.NodeName, what, _driver.Describe);
+
+    /// <summary>Members whose votes count: everyone not yet downed or removed (Lighthouse included).</summary>
+    private List<Member> Voters()
+        => _cluster.State.Members.Where(m => m.Status is not (MemberStatus.Down or MemberStatus.Removed)).ToList();
+
+    private static ActorSelection Witness(IActorContext ctx, Member m) => ctx.ActorSelection(new RootActorPath(m.Address) / "user" / VipWitness.Name);
+
+    // ------------------------------------------------------------------ Fencing
+
+    private void Fencing()
+    {
+        _state = "fencing";
+        Become(() =>
+        {
+            Common();
+            Receive<AskTick>(_ => Ask());
+            Receive<VipWitness.LastConfirm>(OnLastConfirm);
+            Receive<AcquireAt>(_ => Acquiring());
+        });
+        Ask();
+        Timers.StartPeriodicTimer("ask", new AskTick(), TimeSpan.FromSeconds(1));
+    }
+
+    private void Ask()
+    {
+        _askSeq++;
+        _answers.Clear();
+        foreach (var m in Voters()) Witness(Context, m).Tell(new VipWitness.AskLastConfirm(_self, _askSeq));
+    }
+
+    private void OnLastConfirm(VipWitness.LastConfirm a)
+    {
+        if (a.Seq != _askSeq) return;
+        _answers[a.Witness] = a.Age;
+        if (_answers.Count < VipLease.Majority(Voters().Count)) return;
+        Timers.Cancel("ask");
+        var now = Now;
+        var at = _lease.SafeToAcquireAt(now, _answers.Values);
+        if (at > now)
+        {
+            Log($"becoming the owner: waiting {(at - now).TotalMilliseconds:F0} ms for a previous owner's lease to run out");
+            Timers.StartSingleTimer("acquire", new AcquireAt(), at - now);
+            _askSeq++; // later answers are moot
+        }
+        else
+        {
+            Acquiring();
+        }
+    }
+
+    // ------------------------------------------------------------------ Acquiring
+
+    private void Acquiring()
+    {
+        _state = "acquiring";
+        _lease.Reset();
+        Become(() =>
+        {
+            Common();
+            Receive<PingTick>(_ => Ping());
+            Receive<VipWitness.Confirm>(c =>
+            {
+                OnConfirm(c);
+                if (_lease.ConfirmedAt is { } at && Now - at <= _lease.RenewInterval) TryUp();
+            });
+        });
+        Ping();
+        Timers.StartPeriodicTimer("ping", new PingTick(), _lease.PingInterval);
+    }
+
+    private void TryUp()
+    {
+        try
+        {
+            _driver.Up();
+        }
+        catch (Exception e)
+        {
+            _log.Warning("vip node {0}: cannot put up {1}: {2}; retrying", _rt.NodeName, _driver.Describe, e.Message);
+            _lease.Reset(); // the next fresh confirmation tries again
+            return;
+        }
+        _up = true;
+        Log("holding the VIP");
+        Holding();
+    }
+
+    // ------------------------------------------------------------------ Holding
+
+    private void Holding()
+    {
+        _state = "holding";
+        Become(() =>
+        {
+            Common();
+            Receive<PingTick>(_ => Ping());
+            Receive<VipWitness.Confirm>(OnConfirm);
+            Receive<RenewTick>(_ => Renew());
+        });
+        _lease.OnTick(Now); // the first tick measures pauses from here
+        Timers.StartPeriodicTimer("renew", new RenewTick(), _lease.RenewInterval);
+    }
+
+    private void Renew()
+    {
+        switch (_lease.OnTick(Now))
+        {
+            case LeaseAction.Renew:
+                try { _driver.Renew(); }
+                catch (Exception e) { Drop($"renewal failed: {e.Message}"); }
+                break;
+            case LeaseAction.Lapse:
+                _log.Warning("vip node {0}: no majority confirmed this node within {1} ms: not renewing the VIP", _rt.NodeName, _lease.RenewInterval.TotalMilliseconds);
+                break;
+            case LeaseAction.Drop:
+                Drop("the lease ran out or this process was paused");
+                break;
+        }
+    }
+
+    private void Drop(string why)
+    {
+        Down();
+        _log.Warning("vip node {0}: dropped the VIP: {1}; fencing before taking it again", _rt.NodeName, why);
+        Timers.Cancel("renew");
+        Timers.Cancel("ping");
+        _pings.Clear();
+        Fencing();
+    }
+
+    // ------------------------------------------------------------------ pings
+
+    private void Ping()
+    {
+        var seq = ++_seq;
+        _pings[seq] = (Now, new HashSet<string>());
+        foreach (var old in _pings.Keys.Where(k => k < seq - 8).ToList()) _pings.Remove(old);
+        foreach (var m in Voters()) Witness(Context, m).Tell(new VipWitness.Ping(_self, seq));
+    }
+
+    private void OnConfirm(VipWitness.Confirm c)
+    {
+        if (!_pings.TryGetValue(c.Seq, out var p)) return;
+        p.Votes.Add(c.Witness);
+        if (p.Votes.Count >= VipLease.Majority(Voters().Count)) _lease.Confirmed(p.SentAt);
+    }
+
+    // ------------------------------------------------------------------ hand-over
+
+    private void Common()
+    {
+        Receive<GetStatus>(_ => Sender.Tell(new Status(_rt.NodeName, _state, _driver.Describe, _up)));
+        Receive<HandOver>(_ => Release());
+    }
+
+    private void Release()
+    {
+        Timers.CancelAll();
+        Down();
+        _state = "released";
+        Log("released the VIP");
+        _acks.Clear();
+        var voters = Voters();
+        if (voters.Count == 0) { Context.Stop(Self); return; }
+        foreach (var m in voters) Witness(Context, m).Tell(new VipWitness.Released(_self, ++_seq));
+        var needed = VipLease.Majority(voters.Count);
+        Become(() =>
+        {
+            Receive<GetStatus>(_ => Sender.Tell(new Status(_rt.NodeName, _state, _driver.Describe, false)));
+            Receive<VipWitness.ReleaseAck>(a =>
+            {
+                _acks.Add(a.Witness);
+                if (_acks.Count >= needed) Context.Stop(Self);
+            });
+            // witnesses that do not answer only make the next owner wait out the lease: safe, just slower
+            Receive<ReleaseTimeout>(_ => Context.Stop(Self));
+            ReceiveAny(_ => { });
+        });
+        Timers.StartSingleTimer("release", new ReleaseTimeout(), TimeSpan.FromSeconds(1));
+    }
+
+    private void Down()
+    {
+        if (!_up) return;
+        _driver.Down();
+        _up = false;
+    }
+
+    protected override void PreStart() => Log("singleton started on this node");
+
+    protected override void PostStop()
+    {
+        Down();
+        Log("singleton stopped on this node");
+    }
+}
