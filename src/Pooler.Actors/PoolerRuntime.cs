@@ -27,6 +27,9 @@ public sealed class PoolerRuntime(PoolerSettings settings, UserList? users)
 
     public IActorRef PoolManager { get; internal set; } = ActorRefs.Nobody;
 
+    /// <summary>In a cluster: where a CancelRequest for a key this node did not mint goes (null: alone).</summary>
+    public IActorRef? CancelForwarder { get; set; }
+
     /// <summary>The name this node puts in log lines.</summary>
     public string NodeName { get; init; } = Environment.MachineName;
 }
@@ -35,13 +38,18 @@ public sealed class PoolerRuntime(PoolerSettings settings, UserList? users)
 public sealed class CancelRegistry
 {
     private readonly ConcurrentDictionary<int, (int Secret, IActorRef Client)> _keys = new();
+    private volatile int _tag;
+
+    /// <summary>This node's tag (Cluster.NodeTag), carried by every process id minted from now on; 0 outside a cluster.</summary>
+    public int NodeTag { get => _tag; set => _tag = value; }
 
     /// <summary>Mints a unique (pid, secret) pair for a client.</summary>
     public (int Pid, int Secret) Register(IActorRef client)
     {
         while (true)
         {
-            var pid = Random.Shared.Next(1, int.MaxValue);
+            var pid = Cluster.NodeTag.Pid(_tag, Random.Shared.Next(1, int.MaxValue));
+            if (pid == 0) continue;
             var secret = Random.Shared.Next(int.MinValue, int.MaxValue);
             if (_keys.TryAdd(pid, (secret, client))) return (pid, secret);
         }

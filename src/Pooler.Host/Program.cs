@@ -84,7 +84,7 @@ ClusterNode? clusterNode = null;
 var leaving = false;
 if (ClusterConfig.IsClustered(config))
 {
-    clusterNode = ClusterNode.Start(system, service.Runtime);
+    clusterNode = ClusterNode.Start(system, service.Runtime, service.Port);
     clusterNode.Cluster.RegisterOnMemberRemoved(() =>
     {
         if (!Volatile.Read(ref leaving)) signals.Writer.TryWrite(null);

@@ -180,11 +180,14 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
                 return true;
             case StartupKind.CancelRequest:
                 var target = _rt.Cancels.Find(p.CancelPid, p.CancelSecret);
-                _log.Info("client {0} {1}: cancel request for key {2}: {3}", Self.Path.Name, _remote, p.CancelPid, target == null ? "no such key" : "forwarded");
-                if (target == null) { CloseNow(); return false; }
+                var forwarder = target == null ? _rt.CancelForwarder : null;
+                _log.Info("client {0} {1}: cancel request for key {2}: {3}", Self.Path.Name, _remote, p.CancelPid,
+                    target != null ? "forwarded" : forwarder != null ? "not minted here, asking the cluster" : "no such key");
+                if (target == null && forwarder == null) { CloseNow(); return false; }
                 // PostgreSQL closes a cancel connection once the backend is signalled; a client may wait for
                 // that before its next query, so close only when the cancel is out (or found moot)
-                target.Tell(new CancelRequested(Self));
+                if (target != null) target.Tell(new CancelRequested(Self));
+                else forwarder!.Tell(new Cluster.CancelForwarder.Forward(p.CancelPid, p.CancelSecret, Self));
                 Timers.StartSingleTimer("cancel", new CancelSender.Done(), TimeSpan.FromSeconds(5));
                 Become(() =>
                 {

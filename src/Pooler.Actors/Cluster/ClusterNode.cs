@@ -29,9 +29,14 @@ public sealed class ClusterNode
 
     /// <summary>Starts the witness (every node). On a pooler node also the VIP singleton; a stale copy of a
     /// linux VIP left on this machine by a previous run is removed first.</summary>
-    public static ClusterNode Start(ActorSystem system, PoolerRuntime runtime)
+    /// <param name="listenPort">The port this node's own listener got (pooler.listen.port may be 0).</param>
+    public static ClusterNode Start(ActorSystem system, PoolerRuntime runtime, int listenPort)
     {
+        system.ActorOf(NodeInfo.Props(runtime.Settings.Listen.Host, listenPort), NodeInfo.Name);
         StartWitness(system);
+        var cluster = Akka.Cluster.Cluster.Get(system);
+        runtime.Cancels.NodeTag = NodeTag.Of(cluster.SelfUniqueAddress);
+        runtime.CancelForwarder = system.ActorOf(CancelForwarder.Props(runtime), CancelForwarder.Name);
         var vip = runtime.Settings.Vip;
         if (vip.Driver == VipDriverKind.Linux)
         {

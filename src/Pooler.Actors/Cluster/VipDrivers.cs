@@ -1,8 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Net;
-using Akka.Actor;
-using Pooler.Actors.Client;
 using Pooler.Actors.Config;
 
 namespace Pooler.Actors.Cluster;
@@ -26,10 +23,10 @@ public interface IVipDriver
 /// <summary>Makes the driver <c>pooler.vip.driver</c> names.</summary>
 public static class VipDrivers
 {
-    public static IVipDriver Create(VipSettings vip, IActorContext owner, PoolerRuntime runtime) => vip.Driver switch
+    public static IVipDriver Create(VipSettings vip) => vip.Driver switch
     {
         VipDriverKind.Linux => new LinuxVipDriver(vip),
-        VipDriverKind.Bind => new BindVipDriver(vip, owner, runtime),
+        VipDriverKind.Bind => new BindVipDriver(vip),
         VipDriverKind.Script => new ScriptVipDriver(vip),
         _ => new NoVipDriver(),
     };
@@ -126,42 +123,14 @@ public sealed class ScriptVipDriver(VipSettings vip) : IVipDriver
 }
 
 /// <summary>
-/// <c>bind</c>: the owner listens on the VIP address itself (e.g. 127.0.0.100:6432) and serves those
-/// clients like its own. Only one process can bind the address, so the kernel refuses a second owner;
-/// a paused owner keeps it until it wakes and drops it.
+/// <c>bind</c>: nothing to put on an interface: the address already exists (e.g. 127.0.0.100 on loopback),
+/// and holding the VIP is listening on it (<see cref="VipOwner"/> binds it). Only one process can bind the
+/// address, so the kernel refuses a second owner; a paused owner keeps it until it wakes and drops it.
 /// </summary>
-public sealed class BindVipDriver(VipSettings vip, IActorContext owner, PoolerRuntime runtime) : IVipDriver
+public sealed class BindVipDriver(VipSettings vip) : IVipDriver
 {
-    private IActorRef? _listener;
-    private long _generation;
-
     public string Describe => $"{vip.Host}:{vip.Port} (bind)";
-
-    public void Up()
-    {
-        var bound = new TaskCompletionSource<EndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var endpoint = new IPEndPoint(IPAddress.Parse(vip.Host), vip.Port);
-        var listener = owner.ActorOf(Listener.Props(runtime, endpoint, bound), $"vip-listener-{++_generation}");
-        try
-        {
-            bound.Task.Wait(TimeSpan.FromSeconds(5));
-            if (!bound.Task.IsCompletedSuccessfully) throw new TimeoutException($"binding {endpoint} took over 5 s");
-        }
-        catch (Exception e)
-        {
-            owner.Stop(listener);
-            throw new InvalidOperationException(e is AggregateException { InnerException: { } inner } ? inner.Message : e.Message);
-        }
-        _listener = listener;
-    }
-
+    public void Up() { }
     public void Renew() { }
-
-    public void Down()
-    {
-        if (_listener is null) return;
-        _listener.Tell(new Listener.Unbind());
-        owner.Stop(_listener);
-        _listener = null;
-    }
+    public void Down() { }
 }

@@ -1,7 +1,9 @@
 using System.Diagnostics;
+using System.Net;
 using Akka.Actor;
 using Akka.Cluster;
 using Akka.Event;
+using Pooler.Actors.Client;
 using Pooler.Actors.Config;
 
 namespace Pooler.Actors.Cluster;
@@ -28,7 +30,7 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
     private sealed record AcquireAt;
     private sealed record ReleaseTimeout;
 
-    public static Props Props(PoolerRuntime runtime, Func<IActorContext, IVipDriver>? driver = null)
+    public static Props Props(PoolerRuntime runtime, IVipDriver? driver = null)
         => Akka.Actor.Props.Create(() => new VipOwner(runtime, driver)).WithDispatcher(DispatcherId);
 
     /// <summary>Runs on a thread of its own: drivers may block for a child process or a bind.</summary>
@@ -51,12 +53,12 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public VipOwner(PoolerRuntime runtime, Func<IActorContext, IVipDriver>? driver)
+    public VipOwner(PoolerRuntime runtime, IVipDriver? driver)
     {
         _rt = runtime;
         _vip = runtime.Settings.Vip;
         _lease = new VipLease(_vip.Lifetime);
-        _driver = driver?.Invoke(Context) ?? VipDrivers.Create(_vip, Context, runtime);
+        _driver = driver ?? VipDrivers.Create(_vip);
         _self = _cluster.SelfUniqueAddress.ToString();
         Fencing();
     }
@@ -138,15 +140,17 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
     {
         try
         {
+            _up = true; // from the first step on, Down() undoes whatever part got done
             _driver.Up();
+            if (_vip.Driver is VipDriverKind.Linux or VipDriverKind.Bind) Listen();
         }
         catch (Exception e)
         {
+            Down();
             _log.Warning("vip node {0}: cannot put up {1}: {2}; retrying", _rt.NodeName, _driver.Describe, e.Message);
             _lease.Reset(); // the next fresh confirmation tries again
             return;
         }
-        _up = true;
         Log("holding the VIP");
         Holding();
     }
@@ -248,8 +252,34 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
     private void Down()
     {
         if (!_up) return;
+        if (_listener is { } l)
+        {
+            // Akka.IO closes the clients accepted on the VIP with it: a VIP that moves takes its clients along
+            l.Tell(new Listener.Unbind());
+            Context.Stop(l);
+            _listener = null;
+        }
         _driver.Down();
         _up = false;
+    }
+
+    private IActorRef? _listener;
+    private long _generation;
+
+    /// <summary>Listens on VIP:port and spreads clients over the nodes (leastconn); blocks until bound (this actor's own thread).</summary>
+    private void Listen()
+    {
+        var bound = new TaskCompletionSource<EndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var endpoint = new IPEndPoint(IPAddress.Parse(_vip.Host), _vip.Port);
+        _listener = Context.ActorOf(Listener.Props(_rt, endpoint, bound, route: true), $"vip-listener-{++_generation}");
+        try
+        {
+            if (!bound.Task.Wait(TimeSpan.FromSeconds(5))) throw new TimeoutException($"binding {endpoint} took over 5 s");
+        }
+        catch (AggregateException e) when (e.InnerException is { } inner)
+        {
+            throw new InvalidOperationException(inner.Message);
+        }
     }
 
     protected override void PreStart() => Log("singleton started on this node");

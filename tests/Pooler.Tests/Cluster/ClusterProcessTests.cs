@@ -60,7 +60,9 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
     private async Task<PoolerProcess> StartNodeAsync(Cluster cluster)
     {
         var remotePort = FreePort.Next();
+        // trust: the raw protocol client below sees its cancel key without a SCRAM exchange
         var config = PoolerProcess.DefaultConfig(pg, settings: $$"""
+            auth.type = trust
             vip { driver = bind, address = "{{cluster.VipHost}}", port = {{cluster.VipPort}}, lifetime = 3s }
             """) + $$"""
 
@@ -142,5 +144,62 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
         // the target (<= 1 s) holds on a quiet machine (0.55-0.7 s here); CI runs this beside other test processes
         Assert.True(handOver < TimeSpan.FromSeconds(4), $"hand-over took {handOver.TotalMilliseconds:F0} ms (target <= 1 s)");
         Assert.Equal(0, await first.WaitForExitAsync(TimeSpan.FromSeconds(30)));
+    }
+
+    private static int Logins(PoolerProcess node) => node.OutputLines.Count(l => l.Contains("login ok", StringComparison.Ordinal));
+
+    [Fact]
+    public async Task The_vip_spreads_clients_leastconn_over_the_nodes_and_a_cancel_sent_to_the_wrong_node_is_forwarded()
+    {
+        await using var cluster = await StartLighthouseAsync();
+        var (first, second) = await StartTwoNodesAsync(cluster);
+        await first.WaitForOutputAsync(l => l.Contains("other nodes taking clients: [127.0.0.1", StringComparison.Ordinal),
+            "the VIP owner knows the second node's listener", TimeSpan.FromSeconds(20));
+
+        // six clients held open through the VIP: leastconn gives each node three
+        var before = (First: Logins(first), Second: Logins(second));
+        var clients = new List<NpgsqlConnection>();
+        try
+        {
+            for (var i = 0; i < 6; i++)
+            {
+                var c = new NpgsqlConnection(VipConnectionString(cluster));
+                clients.Add(c);
+                await c.OpenAsync();
+                await using var cmd = new NpgsqlCommand("select 1", c);
+                Assert.Equal(1, (int)(await cmd.ExecuteScalarAsync())!);
+            }
+            await Eventually.True(() => Logins(first) - before.First + Logins(second) - before.Second == 6, "six logins seen");
+            output.WriteLine($"through the VIP: {Logins(first) - before.First} clients on the owner, {Logins(second) - before.Second} relayed to the other node");
+            Assert.Equal(3, Logins(first) - before.First);
+            Assert.Equal(3, Logins(second) - before.Second);
+        }
+        finally
+        {
+            foreach (var c in clients) await c.DisposeAsync();
+        }
+
+        // a query on the second node, cancelled by a CancelRequest sent to the first node's own listener
+        await using var raw = await RawPgConnection.ConnectAsync(second.Port, PostgresFixture.TrustUser, PostgresFixture.Database);
+        var watch = Stopwatch.StartNew();
+        await raw.SendQueryAsync("select pg_sleep(30) /* cross_node_cancel */");
+        await Eventually.True(async () => await ScalarAsync(
+                "select count(*) from pg_stat_activity where query like '%cross_node_cancel%' and state = 'active' and pid <> pg_backend_pid()") > 0,
+            "the query runs", TimeSpan.FromSeconds(10));
+        Assert.True(await RawPgConnection.SendCancelAsync(first.Port, raw.ProcessId, raw.SecretKey), "the first node closes the cancel connection");
+        var answer = await raw.ReadUntilReadyAsync();
+        var error = Assert.Single(answer, m => m.Type == 'E');
+        Assert.Equal("57014", error.Fields()['C']);
+        output.WriteLine($"cancel via the other node: query ended after {watch.ElapsedMilliseconds} ms");
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), $"{watch.ElapsedMilliseconds} ms");
+        Assert.Contains(first.OutputLines, l => l.Contains("is not ours; sent to", StringComparison.Ordinal));
+    }
+
+    private async Task<long> ScalarAsync(string sql)
+    {
+        await using var c = new NpgsqlConnection(pg.SuperuserConnectionString());
+        await c.OpenAsync();
+        await using var cmd = new NpgsqlCommand(sql, c);
+        return Convert.ToInt64(await cmd.ExecuteScalarAsync(), CultureInfo.InvariantCulture);
     }
 }
