@@ -17,6 +17,7 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
     private readonly List<string> _args;
     private readonly Dictionary<string, string?> _env;
     private readonly string _program;
+    private readonly string? _netns;
     private readonly List<string> _output = new();
     private Process? _process;
     private bool _disposed;
@@ -27,10 +28,13 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
     /// <param name="extraEnv">Environment for the process (e.g. <c>POOLER__POOL_MODE</c>); a null value removes a variable.</param>
     /// <param name="usersFileText">Content of <c>userlist.txt</c> in the same folder; null = every fixture user with its password.</param>
     /// <param name="program">The dll to run with <c>--config FILE</c>: <see cref="HostDll"/> (default) or <see cref="LighthouseDll"/>.</param>
+    /// <param name="netns">A network namespace to run it in (<c>ip netns exec</c>, which execs: the pid is the program's).</param>
     public PoolerProcess(string configText, IEnumerable<string>? extraArgs = null,
-        IReadOnlyDictionary<string, string?>? extraEnv = null, string? usersFileText = null, string? program = null)
+        IReadOnlyDictionary<string, string?>? extraEnv = null, string? usersFileText = null, string? program = null,
+        string? netns = null)
     {
         _program = program ?? HostDll;
+        _netns = netns;
         _dir = TestDirectory.Create("pooler-host");
         _args = extraArgs?.ToList() ?? new List<string>();
         _env = extraEnv?.ToDictionary(kv => kv.Key, kv => kv.Value) ?? new Dictionary<string, string?>();
@@ -131,7 +135,9 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
         if (!File.Exists(_program)) throw new InvalidOperationException($"{_program} not found (build the test project first)");
         var args = new List<string> { _program, "--config", ConfigFile };
         args.AddRange(_args);
-        var psi = ProcessRunner.CreateStartInfo(DotnetExecutable, args, _env, workingDirectory: Directory);
+        var psi = _netns is null
+            ? ProcessRunner.CreateStartInfo(DotnetExecutable, args, _env, workingDirectory: Directory)
+            : ProcessRunner.CreateStartInfo("ip", ["netns", "exec", _netns, DotnetExecutable, .. args], _env, workingDirectory: Directory);
         psi.RedirectStandardOutput = true;
         psi.RedirectStandardError = true;
         psi.RedirectStandardInput = true;
