@@ -23,9 +23,10 @@ public interface IVipDriver
 /// <summary>Makes the driver <c>pooler.vip.driver</c> names.</summary>
 public static class VipDrivers
 {
-    public static IVipDriver Create(VipSettings vip) => vip.Driver switch
+    /// <param name="warn">Where a driver reports what went wrong in the background (the gratuitous ARP).</param>
+    public static IVipDriver Create(VipSettings vip, Action<string>? warn = null) => vip.Driver switch
     {
-        VipDriverKind.Linux => new LinuxVipDriver(vip),
+        VipDriverKind.Linux => new LinuxVipDriver(vip, warn),
         VipDriverKind.Bind => new BindVipDriver(vip),
         VipDriverKind.Script => new ScriptVipDriver(vip),
         _ => new NoVipDriver(),
@@ -69,7 +70,7 @@ public static class Command
 /// <c>linux</c>: the address with a kernel lifetime (<c>valid_lft</c>), so it disappears by itself if this
 /// process dies or freezes; gratuitous ARP after adding it so neighbours update their caches at once.
 /// </summary>
-public sealed class LinuxVipDriver(VipSettings vip) : IVipDriver
+public sealed class LinuxVipDriver(VipSettings vip, Action<string>? warn = null) : IVipDriver
 {
     private string Lifetime => ((int)vip.Lifetime.TotalSeconds).ToString(CultureInfo.InvariantCulture);
 
@@ -79,9 +80,19 @@ public sealed class LinuxVipDriver(VipSettings vip) : IVipDriver
     {
         // replace = add, or refresh if a copy is still there
         Ip("replace", vip.Address, "dev", vip.Interface, "valid_lft", Lifetime, "preferred_lft", Lifetime);
-        var arp = Command.Run(vip.ArpingCommand, ["-U", "-c", "1", "-I", vip.Interface, vip.Host]);
-        if (arp.ExitCode != 0)
-            throw new InvalidOperationException($"gratuitous ARP failed ({vip.ArpingCommand} exit {arp.ExitCode}): {arp.Output}");
+        // arping waits a second after its packet: let it run beside the hand-over, not in front of it
+        _ = Task.Run(() =>
+        {
+            try
+            {
+                var arp = Command.Run(vip.ArpingCommand, ["-U", "-c", "1", "-I", vip.Interface, vip.Host]);
+                if (arp.ExitCode != 0) warn?.Invoke($"gratuitous ARP for {vip.Host} failed ({vip.ArpingCommand} exit {arp.ExitCode}): {arp.Output}");
+            }
+            catch (Exception e)
+            {
+                warn?.Invoke($"gratuitous ARP for {vip.Host} failed: {e.Message}");
+            }
+        });
     }
 
     public void Renew() => Ip("change", vip.Address, "dev", vip.Interface, "valid_lft", Lifetime, "preferred_lft", Lifetime);

@@ -58,7 +58,9 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
         _rt = runtime;
         _vip = runtime.Settings.Vip;
         _lease = new VipLease(_vip.Lifetime);
-        _driver = driver ?? VipDrivers.Create(_vip);
+        var log = _log;
+        var node = runtime.NodeName;
+        _driver = driver ?? VipDrivers.Create(_vip, warning => log.Warning("vip node {0}: {1}", node, warning));
         _self = _cluster.SelfUniqueAddress.ToString();
         Fencing();
     }
