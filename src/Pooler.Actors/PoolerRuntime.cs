@@ -64,11 +64,21 @@ public sealed class CancelRegistry
 /// <summary>
 /// Server connections counted per database and per user, shared by all pools of a node
 /// (max-db-connections and max-user-connections span pools). Taken rarely: at connect and close.
+/// In a cluster max-db-connections spans nodes: each node may open only the quota the cluster's
+/// PoolBudget granted it (<see cref="EnableClusterQuotas"/>), and records how often it wanted more.
 /// </summary>
 public sealed class ConnectionBudget
 {
     private readonly Dictionary<string, int> _byDb = new();
     private readonly Dictionary<string, int> _byUser = new();
+    private Dictionary<string, int>? _quota;
+    private readonly Dictionary<string, int> _wanted = new();
+
+    /// <summary>From now on a database with max-db-connections is capped by its granted quota (0 until granted).</summary>
+    public void EnableClusterQuotas()
+    {
+        lock (this) _quota ??= new Dictionary<string, int>();
+    }
 
     public bool TryTake(string db, string user, int maxDb, int maxUser)
     {
@@ -76,7 +86,15 @@ public sealed class ConnectionBudget
         {
             var d = _byDb.GetValueOrDefault(db);
             var u = _byUser.GetValueOrDefault(user);
-            if (maxDb > 0 && d >= maxDb) return false;
+            if (maxDb > 0 && _quota is not null)
+            {
+                if (d >= Math.Min(maxDb, _quota.GetValueOrDefault(db)))
+                {
+                    _wanted[db] = _wanted.GetValueOrDefault(db) + 1;
+                    return false;
+                }
+            }
+            else if (maxDb > 0 && d >= maxDb) return false;
             if (maxUser > 0 && u >= maxUser) return false;
             _byDb[db] = d + 1;
             _byUser[user] = u + 1;
@@ -91,6 +109,35 @@ public sealed class ConnectionBudget
             _byDb[db] = Math.Max(0, _byDb.GetValueOrDefault(db) - 1);
             _byUser[user] = Math.Max(0, _byUser.GetValueOrDefault(user) - 1);
         }
+    }
+
+    /// <summary>The quota granted for <paramref name="db"/> (cluster mode).</summary>
+    public void SetQuota(string db, int quota)
+    {
+        lock (this) if (_quota is not null) _quota[db] = Math.Max(0, quota);
+    }
+
+    /// <summary>For the budget report: quota held, connections open, and how many opens the quota refused since the last report (reset).</summary>
+    public (int Quota, int Open, int Wanted) TakeReport(string db)
+    {
+        lock (this)
+        {
+            var wanted = _wanted.GetValueOrDefault(db);
+            _wanted.Remove(db);
+            return (_quota?.GetValueOrDefault(db) ?? 0, _byDb.GetValueOrDefault(db), wanted);
+        }
+    }
+
+    /// <summary>Databases this node has opened or wanted connections to (for reports of "*" databases).</summary>
+    public IReadOnlyList<string> Databases()
+    {
+        lock (this) return _byDb.Keys.Concat(_wanted.Keys).Concat(_quota?.Keys ?? Enumerable.Empty<string>()).Distinct().ToList();
+    }
+
+    /// <summary>True when more connections are open to <paramref name="db"/> than its quota allows (the quota was lowered).</summary>
+    public bool OverQuota(string db)
+    {
+        lock (this) return _quota is not null && _quota.TryGetValue(db, out var q) && _byDb.GetValueOrDefault(db) > q;
     }
 }
 

@@ -1,5 +1,6 @@
 using Akka.Actor;
 using Akka.Cluster;
+using Akka.Cluster.Sharding;
 using Akka.Cluster.Tools.Singleton;
 using Akka.Event;
 using Pooler.Actors.Config;
@@ -37,6 +38,11 @@ public sealed class ClusterNode
         var cluster = Akka.Cluster.Cluster.Get(system);
         runtime.Cancels.NodeTag = NodeTag.Of(cluster.SelfUniqueAddress);
         runtime.CancelForwarder = system.ActorOf(CancelForwarder.Props(runtime), CancelForwarder.Name);
+        // max-db-connections becomes a cluster-wide cap, leased to the nodes by a sharded PoolBudget per database
+        runtime.Budget.EnableClusterQuotas();
+        var region = ClusterSharding.Get(system).Start(PoolBudget.TypeName, PoolBudget.Props(),
+            ClusterShardingSettings.Create(system).WithRole(Role), new PoolBudget.Extractor());
+        system.ActorOf(BudgetAgent.Props(runtime, region), BudgetAgent.Name);
         var vip = runtime.Settings.Vip;
         if (vip.Driver == VipDriverKind.Linux)
         {

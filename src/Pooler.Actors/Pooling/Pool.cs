@@ -199,6 +199,13 @@ public sealed class Pool : ReceiveActor, IWithTimers
     private void OnTick()
     {
         var now = DateTime.UtcNow;
+        // the cluster lowered this node's quota for the database (another node's clients wait): an idle server goes
+        if (_rt.Budget.OverQuota(_db.Name))
+        {
+            var first = true;
+            foreach (var h in _exchange.TakeIdleWhere(_ => { var take = first; first = false; return take; }))
+                h.Server.Tell(new ServerSession.Close("the cluster moved this server's quota to another node"));
+        }
         if (S.QueryWaitTimeout > TimeSpan.Zero)
             foreach (var w in _exchange.TakeWaitersSince(now - S.QueryWaitTimeout))
                 w.Client.Tell(new Failure(SqlState.ProtocolViolation, "query_wait_timeout"));

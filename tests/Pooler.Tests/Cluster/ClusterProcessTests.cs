@@ -57,12 +57,13 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
         return new Cluster { Lighthouse = lighthouse, SeedPort = seedPort, VipHost = vipHost, VipPort = FreePort.Next(), Output = output };
     }
 
-    private async Task<PoolerProcess> StartNodeAsync(Cluster cluster)
+    private async Task<PoolerProcess> StartNodeAsync(Cluster cluster, string settings = "")
     {
         var remotePort = FreePort.Next();
         // trust: the raw protocol client below sees its cancel key without a SCRAM exchange
         var config = PoolerProcess.DefaultConfig(pg, settings: $$"""
             auth.type = trust
+            {{settings}}
             vip { driver = bind, address = "{{cluster.VipHost}}", port = {{cluster.VipPort}}, lifetime = 3s }
             """) + $$"""
 
@@ -97,11 +98,11 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
     }
 
     /// <summary>Two pooler nodes; the first (the oldest) holds the VIP and a client gets through it.</summary>
-    private async Task<(PoolerProcess First, PoolerProcess Second)> StartTwoNodesAsync(Cluster cluster)
+    private async Task<(PoolerProcess First, PoolerProcess Second)> StartTwoNodesAsync(Cluster cluster, string settings = "")
     {
-        var first = await StartNodeAsync(cluster);
+        var first = await StartNodeAsync(cluster, settings);
         await first.WaitForOutputAsync(l => l.Contains("holding the VIP", StringComparison.Ordinal), "the first node holds the VIP", StartTimeout);
-        var second = await StartNodeAsync(cluster);
+        var second = await StartNodeAsync(cluster, settings);
         await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP", TimeSpan.FromSeconds(20));
         Assert.False(Holds(second));
         return (first, second);
@@ -201,5 +202,67 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
         await c.OpenAsync();
         await using var cmd = new NpgsqlCommand(sql, c);
         return Convert.ToInt64(await cmd.ExecuteScalarAsync(), CultureInfo.InvariantCulture);
+    }
+
+    /// <summary>pgbench through one node: 8 clients, each transaction a 5 ms sleep on a server connection.</summary>
+    private Task<ProcessResult> PgbenchAsync(PoolerProcess node, string script, int seconds)
+        => Task.Run(() => pg.RunPgbench(["-n", "-c", "8", "-j", "2", "-T", seconds.ToString(CultureInfo.InvariantCulture), "-f", script],
+            user: PostgresFixture.ScramUser, database: PostgresFixture.OtherDatabase, port: node.Port, host: "127.0.0.1",
+            timeout: TimeSpan.FromSeconds(seconds + 60)));
+
+    [Fact]
+    public async Task Max_db_connections_caps_the_sum_over_the_nodes_and_a_dead_nodes_quota_goes_to_the_survivor()
+    {
+        const int cap = 4;
+        await using var cluster = await StartLighthouseAsync();
+        var (first, second) = await StartTwoNodesAsync(cluster, $"max-db-connections = {cap}\ndefault-pool-size = 10");
+        using var dir = TestDirectory.Create("budget");
+        var script = dir.Combine("sleep.sql");
+        await File.WriteAllTextAsync(script, "select pg_sleep(0.005);\n");
+
+        // what PostgreSQL sees, every 50 ms, for the whole test
+        var max = 0;
+        using var stop = new CancellationTokenSource();
+        var sampler = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                var n = await pg.ActiveConnectionsAsync(user: PostgresFixture.ScramUser, database: PostgresFixture.OtherDatabase);
+                max = Math.Max(max, n);
+                try { await Task.Delay(50, stop.Token); } catch (OperationCanceledException) { }
+            }
+        });
+
+        // both nodes under load at once: the cap is shared, and both get a part of it
+        var a = PgbenchAsync(first, script, 6);
+        var b = PgbenchAsync(second, script, 6);
+        var (ra, rb) = (await a, await b);
+        Assert.True(ra.Succeeded, $"pgbench through the first node: {ra}");
+        Assert.True(rb.Succeeded, $"pgbench through the second node: {rb}");
+        var quota = new System.Text.RegularExpressions.Regex($"quota for {PostgresFixture.OtherDatabase} is now ([1-9])");
+        Assert.Contains(first.OutputLines, l => quota.IsMatch(l));
+        Assert.Contains(second.OutputLines, l => quota.IsMatch(l));
+
+        // both under load again, sharing the cap; then the first node dies: its quota is reclaimed for the second
+        string LastQuota(PoolerProcess n) => n.OutputLines.LastOrDefault(l => quota.IsMatch(l)) is { } l ? quota.Match(l).Groups[1].Value : "";
+        var c = PgbenchAsync(second, script, 25);
+        var d = PgbenchAsync(first, script, 25);
+        await Eventually.True(() => LastQuota(first) is "1" or "2" or "3" && LastQuota(second) is "1" or "2" or "3",
+            "the two nodes share the cap", TimeSpan.FromSeconds(15));
+        var seen = second.OutputLines.Count;
+        first.Kill();
+        var watch = Stopwatch.StartNew();
+        await Eventually.True(() => second.OutputLines.Skip(seen).Any(l => l.Contains($"quota for {PostgresFixture.OtherDatabase} is now {cap}", StringComparison.Ordinal)),
+            "the survivor gets the whole cap", TimeSpan.FromSeconds(20));
+        output.WriteLine($"kill -9 of a node -> its quota reclaimed by the survivor after {watch.ElapsedMilliseconds} ms");
+        await Eventually.True(async () => await pg.ActiveConnectionsAsync(user: PostgresFixture.ScramUser, database: PostgresFixture.OtherDatabase) == cap,
+            "the survivor uses the whole cap", TimeSpan.FromSeconds(10));
+        Assert.True((await c).Succeeded);
+        await d; // its node died under it
+
+        stop.Cancel();
+        await sampler;
+        output.WriteLine($"most server connections PostgreSQL saw at once: {max} (cap {cap})");
+        Assert.InRange(max, 1, cap);
     }
 }
