@@ -85,10 +85,11 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
             Common();
             Receive<AskTick>(_ => Ask());
             Receive<VipWitness.LastConfirm>(OnLastConfirm);
-            Receive<AcquireAt>(_ => Acquiring());
+            // the wait is over: ask again, and take the VIP only if no one was confirmed meanwhile
+            // (an owner that is still alive and seen by the majority keeps its VIP)
+            Receive<AcquireAt>(_ => Ask());
         });
         Ask();
-        Timers.StartPeriodicTimer("ask", new AskTick(), TimeSpan.FromSeconds(1));
     }
 
     private void Ask()
@@ -96,6 +97,7 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
         _askSeq++;
         _answers.Clear();
         foreach (var m in Voters()) Witness(Context, m).Tell(new VipWitness.AskLastConfirm(_self, _askSeq));
+        Timers.StartSingleTimer("ask", new AskTick(), TimeSpan.FromSeconds(1)); // no majority answered: ask again
     }
 
     private void OnLastConfirm(VipWitness.LastConfirm a)
