@@ -23,8 +23,15 @@ public sealed class ClusterNode
         VipProxy = vipProxy;
     }
 
-    /// <summary>Reaches the VipOwner wherever it runs.</summary>
+    /// <summary>Reaches the VipOwner wherever it runs (<see cref="VipOwner.MoveTo"/>, <see cref="VipOwner.GetStatus"/>).</summary>
     public IActorRef VipProxy { get; }
+
+    /// <summary>This node's VipHolder.</summary>
+    public IActorRef Holder { get; private init; } = ActorRefs.Nobody;
+
+    /// <summary>Moves the VIP to the pooler node at <paramref name="node"/> (akka.tcp://pooler@host:port).</summary>
+    public Task<VipOwner.MoveResult> MoveVipAsync(string node, TimeSpan timeout)
+        => VipProxy.Ask<VipOwner.MoveResult>(new VipOwner.MoveTo(node), timeout);
 
     public Akka.Cluster.Cluster Cluster => Akka.Cluster.Cluster.Get(_system);
 
@@ -49,19 +56,27 @@ public sealed class ClusterNode
             new LinuxVipDriver(vip).Down();
             Logging.GetLogger(system, "vip").Info("vip node {0}: removed any stale copy of {1}", runtime.NodeName, vip.Address);
         }
+        var holder = system.ActorOf(VipHolder.Props(runtime), VipHolder.Name);
         var managerSettings = ClusterSingletonManagerSettings.Create(system).WithRole(Role).WithSingletonName("owner");
-        system.ActorOf(ClusterSingletonManager.Props(VipOwner.Props(runtime), new VipOwner.HandOver(), managerSettings), "vip-owner");
+        system.ActorOf(ClusterSingletonManager.Props(VipOwner.Props(vip.PreferredNode), new VipOwner.HandOver(), managerSettings), "vip-owner");
         var proxySettings = ClusterSingletonProxySettings.Create(system).WithRole(Role).WithSingletonName("owner");
         var proxy = system.ActorOf(ClusterSingletonProxy.Props("/user/vip-owner", proxySettings), "vip-owner-proxy");
-        return new ClusterNode(system, proxy);
+        return new ClusterNode(system, proxy) { Holder = holder };
     }
 
     /// <summary>The witness alone (Lighthouse: it votes but holds no VIP).</summary>
     public static IActorRef StartWitness(ActorSystem system) => system.ActorOf(VipWitness.Props(), VipWitness.Name);
 
-    /// <summary>Leaves the cluster (the VIP, if here, is handed over first); completes once removed or after <paramref name="timeout"/>.</summary>
+    /// <summary>Leaves the cluster; a VIP held here is released first, so the next holder need not wait out its
+    /// lease. Completes once removed or after <paramref name="timeout"/>.</summary>
     public async Task LeaveAsync(TimeSpan timeout)
     {
+        // the VIP moves to another node first (the singleton tells that one to take it as soon as this one let go);
+        // if the singleton cannot be reached, this node at least lets go of it
+        try { await VipProxy.Ask<VipOwner.MoveResult>(new VipOwner.MoveAway(Cluster.SelfAddress.ToString()), TimeSpan.FromSeconds(3)); }
+        catch (Exception e) when (e is TimeoutException or AskTimeoutException) { }
+        try { await Holder.Ask<VipHolder.Released>(new VipHolder.Release(), TimeSpan.FromSeconds(2)); }
+        catch (Exception e) when (e is TimeoutException or AskTimeoutException) { }
         try { await Cluster.LeaveAsync().WaitAsync(timeout); }
         catch (TimeoutException) { }
     }

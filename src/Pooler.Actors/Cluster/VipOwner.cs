@@ -1,296 +1,175 @@
-using System.Diagnostics;
-using System.Net;
 using Akka.Actor;
 using Akka.Cluster;
 using Akka.Event;
-using Pooler.Actors.Client;
-using Pooler.Actors.Config;
 
 namespace Pooler.Actors.Cluster;
 
 /// <summary>
-/// The cluster singleton (role <c>pooler</c>) that holds the VIP. Behaviours:
-/// Fencing (ask a majority of witnesses how recently they confirmed another owner, wait out that lease),
-/// Acquiring (put the VIP up on the first fresh majority confirmation), Holding (ping, renew, or drop),
-/// Released (taken down in an orderly way; waits to be stopped). See <see cref="VipLease"/> for why two
-/// nodes never hold the address at once.
+/// The cluster singleton (role <c>pooler</c>) that decides which node holds the VIP: its own by default,
+/// or the node it is asked to move it to (<see cref="MoveTo"/>, <c>pooler.vip.preferred-node</c>). The
+/// holding itself is done, under a lease, by the <see cref="VipHolder"/> of that node; a holder never takes
+/// the address while another one's lease may still run, so a wrong or late decision here costs time,
+/// never a second owner. Every second it checks that exactly the chosen holder is active and corrects
+/// the others.
 /// </summary>
 public sealed class VipOwner : ReceiveActor, IWithTimers
 {
-    /// <summary>Take the VIP down and tell the witnesses its lease is over, then stop (the singleton's
-    /// termination message, so a leaving node hands over without the new owner waiting out the lease).</summary>
+    /// <summary>The singleton's termination message: release a holder on this node first, then stop.</summary>
     public sealed record HandOver;
-    /// <summary>Asks for <see cref="Status"/>.</summary>
+    /// <summary>Move the VIP to the pooler node at <paramref name="Node"/> (an address like akka.tcp://pooler@10.0.0.12:4053).
+    /// The sender gets <see cref="MoveResult"/>.</summary>
+    public sealed record MoveTo(string Node);
+    public sealed record MoveResult(bool Ok, string Message);
+    /// <summary>From a node about to leave: if the VIP is there, move it to another node now.</summary>
+    public sealed record MoveAway(string Node);
+    /// <summary>Asks for <see cref="Status"/>: where the VIP is meant to be.</summary>
     public sealed record GetStatus;
-    public sealed record Status(string Node, string State, string Vip, bool Holding);
+    public sealed record Status(string Coordinator, string Holder);
 
-    private sealed record PingTick;
-    private sealed record RenewTick;
-    private sealed record AskTick;
-    private sealed record AcquireAt;
-    private sealed record ReleaseTimeout;
+    private sealed record Reconcile;
+    private sealed record HandOverTimeout;
+    private sealed record MoveTimeout;
 
-    public static Props Props(PoolerRuntime runtime, IVipDriver? driver = null)
-        => Akka.Actor.Props.Create(() => new VipOwner(runtime, driver)).WithDispatcher(DispatcherId);
-
-    /// <summary>Runs on a thread of its own: drivers may block for a child process or a bind.</summary>
-    public const string DispatcherId = "akka.actor.pooler-vip-dispatcher";
+    public static Props Props(string preferredNode) => Akka.Actor.Props.Create(() => new VipOwner(preferredNode));
 
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private readonly Akka.Cluster.Cluster _cluster = Akka.Cluster.Cluster.Get(Context.System);
-    private readonly PoolerRuntime _rt;
-    private readonly VipSettings _vip;
-    private readonly VipLease _lease;
-    private readonly IVipDriver _driver;
-    private readonly string _self;
-    private readonly Dictionary<long, (TimeSpan SentAt, HashSet<string> Votes)> _pings = new();
-    private readonly Dictionary<string, TimeSpan?> _answers = new();
-    private readonly HashSet<string> _acks = new();
-    private long _seq;
-    private long _askSeq;
-    private bool _up;
-    private string _state = "fencing";
+    private readonly string _preferred;
+    private Address? _holder;
+    private Address? _releasing;     // a holder asked to release before the next one is told to hold
+    private Address? _next;
+    private IActorRef? _mover;
+    private readonly Dictionary<Address, string> _states = new();
 
     public ITimerScheduler Timers { get; set; } = null!;
 
-    public VipOwner(PoolerRuntime runtime, IVipDriver? driver)
+    public VipOwner(string preferredNode)
     {
-        _rt = runtime;
-        _vip = runtime.Settings.Vip;
-        _lease = new VipLease(_vip.Lifetime);
-        var log = _log;
-        var node = runtime.NodeName;
-        _driver = driver ?? VipDrivers.Create(_vip, warning => log.Warning("vip node {0}: {1}", node, warning));
-        _self = _cluster.SelfUniqueAddress.ToString();
-        Fencing();
-    }
-
-    private static TimeSpan Now => Stopwatch.GetElapsedTime(0);
-
-    private void Log(string what) => _log.Info("vip node {0}: {1} ({2})", _rt.NodeName, what, _driver.Describe);
-
-    /// <summary>Members whose votes count: everyone not yet downed or removed (Lighthouse included).</summary>
-    private List<Member> Voters()
-        => _cluster.State.Members.Where(m => m.Status is not (MemberStatus.Down or MemberStatus.Removed)).ToList();
-
-    private static ActorSelection Witness(IActorContext ctx, Member m) => ctx.ActorSelection(new RootActorPath(m.Address) / "user" / VipWitness.Name);
-
-    // ------------------------------------------------------------------ Fencing
-
-    private void Fencing()
-    {
-        _state = "fencing";
-        Become(() =>
+        _preferred = preferredNode;
+        Receive<VipHolder.Status>(s => _states[SenderNode()] = s.State);
+        Receive<Reconcile>(_ => OnReconcile());
+        Receive<ClusterEvent.IMemberEvent>(_ => OnReconcile());
+        Receive<ClusterEvent.IReachabilityEvent>(_ => OnReconcile());
+        Receive<ClusterEvent.CurrentClusterState>(_ => { });
+        Receive<MoveTo>(m => Move(m.Node, Sender));
+        Receive<MoveAway>(m =>
         {
-            Common();
-            Receive<AskTick>(_ => Ask());
-            Receive<VipWitness.LastConfirm>(OnLastConfirm);
-            // the wait is over: ask again, and take the VIP only if no one was confirmed meanwhile
-            // (an owner that is still alive and seen by the majority keeps its VIP)
-            Receive<AcquireAt>(_ => Ask());
+            if (_holder?.ToString() != m.Node) { Sender.Tell(new MoveResult(true, "the VIP is not there")); return; }
+            var others = Eligible().Where(a => a.ToString() != m.Node).ToList();
+            if (others.Count == 0) { Sender.Tell(new MoveResult(false, "no other pooler node can take the VIP")); return; }
+            var next = others.FirstOrDefault(a => a.ToString() == _preferred) ?? (others.Contains(_cluster.SelfAddress) ? _cluster.SelfAddress : others[0]);
+            Move(next.ToString(), Sender);
         });
-        Ask();
-    }
-
-    private void Ask()
-    {
-        _askSeq++;
-        _answers.Clear();
-        foreach (var m in Voters()) Witness(Context, m).Tell(new VipWitness.AskLastConfirm(_self, _askSeq));
-        Timers.StartSingleTimer("ask", new AskTick(), TimeSpan.FromSeconds(1)); // no majority answered: ask again
-    }
-
-    private void OnLastConfirm(VipWitness.LastConfirm a)
-    {
-        if (a.Seq != _askSeq) return;
-        _answers[a.Witness] = a.Age;
-        if (_answers.Count < VipLease.Majority(Voters().Count)) return;
-        Timers.Cancel("ask");
-        var now = Now;
-        var at = _lease.SafeToAcquireAt(now, _answers.Values);
-        if (at > now)
+        Receive<VipHolder.Released>(_ =>
         {
-            Log($"becoming the owner: waiting {(at - now).TotalMilliseconds:F0} ms for a previous owner's lease to run out");
-            Timers.StartSingleTimer("acquire", new AcquireAt(), at - now);
-            _askSeq++; // later answers are moot
-        }
-        else
-        {
-            Acquiring();
-        }
-    }
-
-    // ------------------------------------------------------------------ Acquiring
-
-    private void Acquiring()
-    {
-        _state = "acquiring";
-        _lease.Reset();
-        Become(() =>
-        {
-            Common();
-            Receive<PingTick>(_ => Ping());
-            Receive<VipWitness.Confirm>(c =>
-            {
-                OnConfirm(c);
-                if (_lease.ConfirmedAt is { } at && Now - at <= _lease.RenewInterval) TryUp();
-            });
+            _states[SenderNode()] = "idle";
+            if (SenderNode().Equals(_releasing)) OnReleased();
         });
-        Ping();
-        Timers.StartPeriodicTimer("ping", new PingTick(), _lease.PingInterval);
+        Receive<MoveTimeout>(_ => OnReleased()); // the releasing holder did not answer (it died): its lease guards the rest
+        Receive<GetStatus>(_ => Sender.Tell(new Status(_cluster.SelfAddress.ToString(), _holder?.ToString() ?? "")));
+        Receive<HandOver>(_ => OnHandOver());
     }
 
-    private void TryUp()
+    private Address SenderNode() => Sender.Path.Address.HasGlobalScope ? Sender.Path.Address : _cluster.SelfAddress;
+
+    /// <summary>Pooler nodes that may hold the VIP: Up, reachable from here, not leaving.</summary>
+    private List<Address> Eligible()
     {
-        try
+        var state = _cluster.State;
+        return state.Members.Where(m => m.HasRole(ClusterNode.Role) && m.Status == MemberStatus.Up && !state.Unreachable.Contains(m))
+            .Select(m => m.Address).ToList();
+    }
+
+    private ActorSelection HolderAt(Address node) => Context.ActorSelection(new RootActorPath(node) / "user" / VipHolder.Name);
+
+    protected override void PreStart()
+    {
+        _log.Info("vip owner {0}: deciding where the VIP goes", _cluster.SelfAddress);
+        _cluster.Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsSnapshot,
+            typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
+        // first learn whether a holder is still active (this singleton moved, the holder did not)
+        foreach (var node in Eligible()) HolderAt(node).Tell(new VipHolder.GetStatus());
+        Timers.StartSingleTimer("first", new Reconcile(), TimeSpan.FromMilliseconds(150));
+        Timers.StartPeriodicTimer("reconcile", new Reconcile(), TimeSpan.FromSeconds(1));
+    }
+
+    protected override void PostStop() => _cluster.Unsubscribe(Self);
+
+    private void OnReconcile()
+    {
+        if (_releasing is not null) return; // a move is under way
+        var eligible = Eligible();
+        if (eligible.Count == 0) return;
+        if (_holder is { } old && !eligible.Contains(old) && _cluster.State.Members.Any(m => m.Address.Equals(old) && m.Status != MemberStatus.Down)
+            && !_cluster.State.Unreachable.Any(m => m.Address.Equals(old)) && _states.GetValueOrDefault(old) is "holding" or "acquiring" or "fencing")
         {
-            _up = true; // from the first step on, Down() undoes whatever part got done
-            _driver.Up();
-            if (_vip.Driver is VipDriverKind.Linux or VipDriverKind.Bind) Listen();
-        }
-        catch (Exception e)
-        {
-            Down();
-            _log.Warning("vip node {0}: cannot put up {1}: {2}; retrying", _rt.NodeName, _driver.Describe, e.Message);
-            _lease.Reset(); // the next fresh confirmation tries again
+            // the holder's node is leaving but still answers: it lets go first, then the next one takes over
+            var next = eligible.FirstOrDefault(a => a.ToString() == _preferred) ?? (eligible.Contains(_cluster.SelfAddress) ? _cluster.SelfAddress : eligible[0]);
+            Move(next.ToString(), null);
             return;
         }
-        Log("holding the VIP");
-        Holding();
-    }
-
-    // ------------------------------------------------------------------ Holding
-
-    private void Holding()
-    {
-        _state = "holding";
-        Become(() =>
+        if (_holder is null || !eligible.Contains(_holder))
         {
-            Common();
-            Receive<PingTick>(_ => Ping());
-            Receive<VipWitness.Confirm>(OnConfirm);
-            Receive<RenewTick>(_ => Renew());
-        });
-        _lease.OnTick(Now); // the first tick measures pauses from here
-        Timers.StartPeriodicTimer("renew", new RenewTick(), _lease.RenewInterval);
-    }
-
-    private void Renew()
-    {
-        switch (_lease.OnTick(Now))
-        {
-            case LeaseAction.Renew:
-                try { _driver.Renew(); }
-                catch (Exception e) { Drop($"renewal failed: {e.Message}"); }
-                break;
-            case LeaseAction.Lapse:
-                _log.Warning("vip node {0}: no majority confirmed this node within {1} ms: not renewing the VIP", _rt.NodeName, _lease.RenewInterval.TotalMilliseconds);
-                break;
-            case LeaseAction.Drop:
-                Drop("the lease ran out or this process was paused");
-                break;
+            // keep a holder that is still active; else the preferred node; else this one
+            var active = _states.Where(s => s.Value is "holding" or "acquiring" && eligible.Contains(s.Key)).Select(s => s.Key).FirstOrDefault();
+            var preferred = eligible.FirstOrDefault(a => a.ToString() == _preferred);
+            var choice = active ?? preferred ?? (eligible.Contains(_cluster.SelfAddress) ? _cluster.SelfAddress : eligible[0]);
+            if (!choice.Equals(_holder)) _log.Info("vip owner {0}: the VIP goes to {1}", _cluster.SelfAddress, choice);
+            _holder = choice;
         }
-    }
-
-    private void Drop(string why)
-    {
-        Down();
-        _log.Warning("vip node {0}: dropped the VIP: {1}; fencing before taking it again", _rt.NodeName, why);
-        Timers.Cancel("renew");
-        Timers.Cancel("ping");
-        _pings.Clear();
-        Fencing();
-    }
-
-    // ------------------------------------------------------------------ pings
-
-    private void Ping()
-    {
-        var seq = ++_seq;
-        _pings[seq] = (Now, new HashSet<string>());
-        foreach (var old in _pings.Keys.Where(k => k < seq - 8).ToList()) _pings.Remove(old);
-        foreach (var m in Voters()) Witness(Context, m).Tell(new VipWitness.Ping(_self, seq));
-    }
-
-    private void OnConfirm(VipWitness.Confirm c)
-    {
-        if (!_pings.TryGetValue(c.Seq, out var p)) return;
-        p.Votes.Add(c.Witness);
-        if (p.Votes.Count >= VipLease.Majority(Voters().Count)) _lease.Confirmed(p.SentAt);
-    }
-
-    // ------------------------------------------------------------------ hand-over
-
-    private void Common()
-    {
-        Receive<GetStatus>(_ => Sender.Tell(new Status(_rt.NodeName, _state, _driver.Describe, _up)));
-        Receive<HandOver>(_ => Release());
-    }
-
-    private void Release()
-    {
-        Timers.CancelAll();
-        Down();
-        _state = "released";
-        Log("released the VIP");
-        _acks.Clear();
-        var voters = Voters();
-        if (voters.Count == 0) { Context.Stop(Self); return; }
-        foreach (var m in voters) Witness(Context, m).Tell(new VipWitness.Released(_self, ++_seq));
-        var needed = VipLease.Majority(voters.Count);
-        Become(() =>
+        else if (_preferred.Length > 0 && _holder.ToString() != _preferred && eligible.Any(a => a.ToString() == _preferred))
         {
-            Receive<GetStatus>(_ => Sender.Tell(new Status(_rt.NodeName, _state, _driver.Describe, false)));
-            Receive<VipWitness.ReleaseAck>(a =>
+            Move(_preferred, null);
+            return;
+        }
+        HolderAt(_holder).Tell(new VipHolder.Hold());
+        // any other holder that is active stands down (e.g. one that re-fenced after a pause)
+        foreach (var (node, state) in _states)
+            if (!node.Equals(_holder) && state is not "idle" and not "releasing") HolderAt(node).Tell(new VipHolder.Release());
+        foreach (var node in eligible) HolderAt(node).Tell(new VipHolder.GetStatus());
+    }
+
+    private void Move(string target, IActorRef? replyTo)
+    {
+        var node = Eligible().FirstOrDefault(a => a.ToString() == target);
+        if (node is null) { replyTo?.Tell(new MoveResult(false, $"{target} is not an Up, reachable pooler node")); return; }
+        if (node.Equals(_holder) && _releasing is null) { replyTo?.Tell(new MoveResult(true, $"the VIP is already on {target}")); return; }
+        if (_releasing is not null) { replyTo?.Tell(new MoveResult(false, "a move is already under way")); return; }
+        _log.Info("vip owner {0}: moving the VIP from {1} to {2}", _cluster.SelfAddress, _holder, node);
+        _mover = replyTo;
+        _next = node;
+        _releasing = _holder ?? node;
+        HolderAt(_releasing).Tell(new VipHolder.Release());
+        Timers.StartSingleTimer("move", new MoveTimeout(), TimeSpan.FromSeconds(3));
+    }
+
+    private void OnReleased()
+    {
+        if (_releasing is null || _next is null) return;
+        Timers.Cancel("move");
+        _holder = _next;
+        _releasing = null;
+        _next = null;
+        HolderAt(_holder).Tell(new VipHolder.Hold());
+        _mover?.Tell(new MoveResult(true, $"the VIP is moving to {_holder}"));
+        _mover = null;
+    }
+
+    private void OnHandOver()
+    {
+        // this node is leaving: a holder here lets go first, so the next one need not wait out its lease
+        if (_holder is { } h && h.Equals(_cluster.SelfAddress))
+        {
+            HolderAt(h).Tell(new VipHolder.Release());
+            Become(() =>
             {
-                _acks.Add(a.Witness);
-                if (_acks.Count >= needed) Context.Stop(Self);
+                Receive<VipHolder.Released>(_ => Context.Stop(Self));
+                Receive<HandOverTimeout>(_ => Context.Stop(Self));
+                ReceiveAny(_ => { });
             });
-            // witnesses that do not answer only make the next owner wait out the lease: safe, just slower
-            Receive<ReleaseTimeout>(_ => Context.Stop(Self));
-            ReceiveAny(_ => { });
-        });
-        Timers.StartSingleTimer("release", new ReleaseTimeout(), TimeSpan.FromSeconds(1));
-    }
-
-    private void Down()
-    {
-        if (!_up) return;
-        if (_listener is { } l)
-        {
-            // Akka.IO closes the clients accepted on the VIP with it: a VIP that moves takes its clients along
-            l.Tell(new Listener.Unbind());
-            Context.Stop(l);
-            _listener = null;
+            Timers.StartSingleTimer("handover", new HandOverTimeout(), TimeSpan.FromSeconds(2));
+            return;
         }
-        _driver.Down();
-        _up = false;
-    }
-
-    private IActorRef? _listener;
-    private long _generation;
-
-    /// <summary>Listens on VIP:port and spreads clients over the nodes (leastconn); blocks until bound (this actor's own thread).</summary>
-    private void Listen()
-    {
-        var bound = new TaskCompletionSource<EndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var endpoint = new IPEndPoint(IPAddress.Parse(_vip.Host), _vip.Port);
-        _listener = Context.ActorOf(Listener.Props(_rt, endpoint, bound, route: true), $"vip-listener-{++_generation}");
-        try
-        {
-            if (!bound.Task.Wait(TimeSpan.FromSeconds(5))) throw new TimeoutException($"binding {endpoint} took over 5 s");
-        }
-        catch (AggregateException e) when (e.InnerException is { } inner)
-        {
-            throw new InvalidOperationException(inner.Message);
-        }
-    }
-
-    protected override void PreStart() => Log("singleton started on this node");
-
-    protected override void PostStop()
-    {
-        Down();
-        Log("singleton stopped on this node");
+        Context.Stop(Self);
     }
 }

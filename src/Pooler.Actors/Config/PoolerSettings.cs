@@ -21,7 +21,8 @@ public sealed record VipSettings(
     string UpCommand,
     string DownCommand,
     string IpCommand = "ip",
-    string ArpingCommand = "arping")
+    string ArpingCommand = "arping",
+    string PreferredNode = "")
 {
     public static readonly VipSettings Off = new(VipDriverKind.None, "", "eth0", 6432, TimeSpan.FromSeconds(3), "", "");
 

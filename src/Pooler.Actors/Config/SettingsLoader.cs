@@ -137,7 +137,11 @@ public static partial class SettingsLoader
             UpCommand: ReadString(vip, p, "up-command") ?? "",
             DownCommand: ReadString(vip, p, "down-command") ?? "",
             IpCommand: RequireNonEmptyString(vip, p, "ip-command"),
-            ArpingCommand: RequireNonEmptyString(vip, p, "arping-command"));
+            ArpingCommand: RequireNonEmptyString(vip, p, "arping-command"),
+            PreferredNode: (ReadString(vip, p, "preferred-node") ?? "").Trim());
+        if (settings.PreferredNode.Length > 0
+            && (!Uri.TryCreate(settings.PreferredNode, UriKind.Absolute, out var node) || node.Scheme != "akka.tcp" || node.Port <= 0))
+            throw new ConfigException("pooler.vip.preferred-node", $"must be a node's cluster address like akka.tcp://pooler@10.0.0.12:4053, got '{settings.PreferredNode}'");
         if (settings.Lifetime < TimeSpan.FromMilliseconds(300))
             throw new ConfigException("pooler.vip.lifetime", "must be at least 300ms (it is renewed every third of it)");
         switch (driver)

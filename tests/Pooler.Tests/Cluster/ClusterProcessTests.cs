@@ -57,9 +57,9 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
         return new Cluster { Lighthouse = lighthouse, SeedPort = seedPort, VipHost = vipHost, VipPort = FreePort.Next(), Output = output };
     }
 
-    private async Task<PoolerProcess> StartNodeAsync(Cluster cluster, string settings = "")
+    private async Task<PoolerProcess> StartNodeAsync(Cluster cluster, string settings = "", int? clusterPort = null)
     {
-        var remotePort = FreePort.Next();
+        var remotePort = clusterPort ?? FreePort.Next();
         // trust: the raw protocol client below sees its cancel key without a SCRAM exchange
         var config = PoolerProcess.DefaultConfig(pg, settings: $$"""
             auth.type = trust
@@ -264,5 +264,26 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
         await sampler;
         output.WriteLine($"most server connections PostgreSQL saw at once: {max} (cap {cap})");
         Assert.InRange(max, 1, cap);
+    }
+
+    [Fact]
+    public async Task A_preferred_node_gets_the_vip_handed_over_gracefully_when_it_joins()
+    {
+        await using var cluster = await StartLighthouseAsync();
+        var secondPort = FreePort.Next();
+        var prefer = $"vip.preferred-node = \"akka.tcp://pooler@127.0.0.1:{secondPort}\"";
+        var first = await StartNodeAsync(cluster, prefer);
+        await first.WaitForOutputAsync(l => l.Contains("holding the VIP", StringComparison.Ordinal), "the first node holds the VIP", StartTimeout);
+        await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP", TimeSpan.FromSeconds(20));
+
+        var second = await StartNodeAsync(cluster, prefer, secondPort);
+        var watch = Stopwatch.StartNew();
+        await second.WaitForOutputAsync(l => l.Contains("holding the VIP", StringComparison.Ordinal), "the preferred node takes the VIP", TimeSpan.FromSeconds(20));
+        await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP on the preferred node", TimeSpan.FromSeconds(10));
+        output.WriteLine($"preferred node Up -> VIP working there: {watch.ElapsedMilliseconds} ms");
+        // handed over, not taken: the first node let go and told the witnesses, so no lease was waited out
+        Assert.Contains(first.OutputLines, l => l.Contains("released the VIP", StringComparison.Ordinal));
+        Assert.DoesNotContain(second.OutputLines, l => l.Contains("waiting", StringComparison.Ordinal) && l.Contains("lease", StringComparison.Ordinal));
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(5), $"{watch.ElapsedMilliseconds} ms");
     }
 }

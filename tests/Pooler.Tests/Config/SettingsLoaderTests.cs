@@ -54,6 +54,7 @@ public sealed class SettingsLoaderTests : IDisposable
     [InlineData("pooler.vip.driver=script|pooler.vip.down-command=true", "pooler.vip.up-command")]
     [InlineData("pooler.vip.lifetime=100ms", "pooler.vip.lifetime")]
     [InlineData("pooler.vip.prot=1", "pooler.vip.prot")]
+    [InlineData("pooler.vip.preferred-node=10.0.0.12:4053", "pooler.vip.preferred-node")]
     public void Vip_mistakes_are_refused_naming_the_key(string sets, string key)
         => Assert.Equal(key, Invalid(null, sets.Split('|')).Key);
 
