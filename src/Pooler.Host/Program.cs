@@ -127,10 +127,14 @@ await foreach (var signal in signals.Reader.ReadAllAsync())
 
 log.Info("{0}: shutting down, waiting up to {1} for open transactions", stopReason, settings.ShutdownTimeout);
 Volatile.Write(ref leaving, true);
-// Leaving hands the VIP over first (the singleton's hand-over releases it), while this node drains.
-var left = clusterNode is null || exitCode != 0 ? Task.CompletedTask : clusterNode.LeaveAsync(TimeSpan.FromSeconds(10));
+// In a cluster the node first moves the VIP away and leaves, still serving its own clients meanwhile; only
+// then does it drain: a node that refused newcomers while still a member could be sent clients by the VIP.
+if (clusterNode is not null && exitCode == 0)
+{
+    await clusterNode.LeaveAsync(TimeSpan.FromSeconds(10));
+    log.Info("left the cluster; draining");
+}
 await service.StopAsync();
-await left;
 log.Info("stopped");
 await system.Terminate();
 return exitCode;

@@ -147,7 +147,7 @@ public sealed class VipHolder : ReceiveActor, IWithTimers
             Receive<VipWitness.Confirm>(c =>
             {
                 OnConfirm(c);
-                if (_lease.ConfirmedAt is { } at && Now - at <= _lease.RenewInterval) TryUp();
+                if (_lease.ConfirmedAt is { } at && Now - at <= _lease.RenewWindow) TryUp();
             });
         });
         Ping();
@@ -198,7 +198,7 @@ public sealed class VipHolder : ReceiveActor, IWithTimers
                 catch (Exception e) { Drop($"renewal failed: {e.Message}"); }
                 break;
             case LeaseAction.Lapse:
-                _log.Warning("vip node {0}: no majority confirmed this node within {1} ms: not renewing the VIP", _rt.NodeName, _lease.RenewInterval.TotalMilliseconds);
+                _log.Warning("vip node {0}: no majority confirmed this node within {1} ms: not renewing the VIP", _rt.NodeName, _lease.RenewWindow.TotalMilliseconds);
                 break;
             case LeaseAction.Drop:
                 Drop("the lease ran out or this process was paused");

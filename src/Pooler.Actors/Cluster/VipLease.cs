@@ -17,19 +17,19 @@ public enum LeaseAction
 /// fixed origin). The owner pings every member's witness every <see cref="PingInterval"/>; a ping that a
 /// majority of members confirms proves the cluster still sees this node at the time it was sent.
 /// <para>
-/// Safety argument: a renewal at time t happens only if a ping sent at s >= t - R was confirmed by a
-/// majority, and sets the address to expire at t + L <= s + R + L. Every witness of that majority recorded
-/// its confirmation at a time >= s. Any later owner first collects the last-confirmation times of a
-/// majority of members (two majorities share a member), so one of them is >= s, and it waits until that
-/// time + R + L + <see cref="Margin"/>: after every lease the old owner could still hold. Witnesses stop
+/// Safety argument: a renewal at time t happens only if a ping sent at s >= t - W (<see cref="RenewWindow"/>)
+/// was confirmed by a majority, and sets the address to expire at t + L <= s + W + L. Every witness of that
+/// majority recorded its confirmation at a time >= s. Any later owner first collects the last-confirmation
+/// times of a majority of members (two majorities share a member), so one of them is >= s, and it waits
+/// until that time + W + L + <see cref="Margin"/>: after every lease the old owner could still hold. Witnesses stop
 /// confirming an owner once it is unreachable or downed in their view, which is what lets the new
 /// owner's wait end.
 /// </para>
 /// </summary>
 public sealed class VipLease(TimeSpan lifetime)
 {
-    /// <summary>Slack for the time an answer spends on the wire and for scheduling delays.</summary>
-    public static readonly TimeSpan Margin = TimeSpan.FromMilliseconds(250);
+    /// <summary>Slack for the time between deciding to renew and the kernel applying it (running <c>ip</c>).</summary>
+    public static readonly TimeSpan Margin = TimeSpan.FromMilliseconds(150);
 
     private TimeSpan? _confirmedPingSentAt;
     private TimeSpan? _lastTick;
@@ -39,8 +39,13 @@ public sealed class VipLease(TimeSpan lifetime)
     /// <summary>R: renewal period, a third of the lifetime.</summary>
     public TimeSpan RenewInterval => Lifetime / 3;
 
-    /// <summary>Pings go out twice per renewal period, so one lost ping does not cost a renewal.</summary>
+    /// <summary>Pings go out twice per renewal period.</summary>
     public TimeSpan PingInterval => RenewInterval / 2;
+
+    /// <summary>W: a renewal needs a majority-confirmed ping sent at most this long ago (the latest ping, with
+    /// 20 % slack). Shorter than R, so a new owner waits less; a late ping only skips one renewal, and the
+    /// address still has two thirds of its lifetime.</summary>
+    public TimeSpan RenewWindow => PingInterval * 1.2;
 
     /// <summary>When the latest majority-confirmed ping was sent (null: none yet).</summary>
     public TimeSpan? ConfirmedAt => _confirmedPingSentAt;
@@ -70,7 +75,7 @@ public sealed class VipLease(TimeSpan lifetime)
         // VM): the cluster may have handed the VIP on meanwhile, so never renew on waking.
         if (previous is { } p && now - p > Lifetime / 2) return LeaseAction.Drop;
         if (_confirmedPingSentAt is not { } c) return LeaseAction.Lapse;
-        if (now - c <= RenewInterval) return LeaseAction.Renew;
+        if (now - c <= RenewWindow) return LeaseAction.Renew;
         return now - c >= Lifetime ? LeaseAction.Drop : LeaseAction.Lapse;
     }
 
@@ -85,6 +90,6 @@ public sealed class VipLease(TimeSpan lifetime)
         TimeSpan? latest = null;
         foreach (var age in agesSinceLastConfirm)
             if (age is { } a && (latest is null || now - a > latest)) latest = now - a;
-        return latest is { } l ? l + RenewInterval + Lifetime + Margin : now;
+        return latest is { } l ? l + RenewWindow + Lifetime + Margin : now;
     }
 }

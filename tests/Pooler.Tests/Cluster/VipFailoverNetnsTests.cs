@@ -124,10 +124,29 @@ public sealed class VipFailoverNetnsTests(ITestOutputHelper output)
                     await owner.Process.DisposeAsync();
                     await StartNodeAsync(owner, net, pg.Port);
 
-                    // graceful
+                    // graceful: new connections keep working all along (a SYN sent while the address moves is retransmitted)
                     owner = Holder(nodes)!;
-                    Assert.True(owner.Process!.Terminate());
-                    Record("SIGTERM", await TimeToWorkingVipAsync(clientNs, nodes, owner));
+                    using (var probing = new CancellationTokenSource())
+                    {
+                        var (attempts, failed) = (0, 0);
+                        var prober = Task.Run(async () =>
+                        {
+                            while (!probing.IsCancellationRequested)
+                            {
+                                attempts++;
+                                if (!await WorksAsync(clientNs)) failed++;
+                            }
+                        });
+                        await Eventually.True(() => attempts >= 3, "the prober runs");
+                        Assert.True(owner.Process!.Terminate());
+                        Record("SIGTERM", await TimeToWorkingVipAsync(clientNs, nodes, owner));
+                        var after = attempts;
+                        await Eventually.True(() => attempts >= after + 2, "the prober goes on after the hand-over");
+                        probing.Cancel();
+                        await prober;
+                        output.WriteLine($"SIGTERM: {attempts} new connections tried around the hand-over, {failed} failed");
+                        Assert.Equal(0, failed);
+                    }
                     Assert.Equal(0, await owner.Process.WaitForExitAsync(TimeSpan.FromSeconds(60)));
                     await owner.Process.DisposeAsync();
                     await StartNodeAsync(owner, net, pg.Port);

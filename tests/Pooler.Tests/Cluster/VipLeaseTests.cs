@@ -13,6 +13,7 @@ public sealed class VipLeaseTests
     {
         Assert.Equal(Ms(1000), _lease.RenewInterval);
         Assert.Equal(Ms(500), _lease.PingInterval);
+        Assert.Equal(Ms(600), _lease.RenewWindow);
     }
 
     [Theory]
@@ -24,12 +25,12 @@ public sealed class VipLeaseTests
     public void Majority_is_more_than_half(int members, int votes) => Assert.Equal(votes, VipLease.Majority(members));
 
     [Fact]
-    public void Renews_only_with_a_confirmation_of_a_ping_sent_within_the_last_renewal_interval()
+    public void Renews_only_with_a_confirmation_of_a_ping_sent_within_the_renewal_window()
     {
         Assert.Equal(LeaseAction.Lapse, _lease.OnTick(Ms(0)));        // nothing confirmed yet
         _lease.Confirmed(Ms(500));
         Assert.Equal(LeaseAction.Renew, _lease.OnTick(Ms(1000)));     // 500 ms old
-        Assert.Equal(LeaseAction.Lapse, _lease.OnTick(Ms(1600)));     // 1100 ms old: let the kernel's lifetime run
+        Assert.Equal(LeaseAction.Lapse, _lease.OnTick(Ms(1200)));     // 700 ms old: let the kernel's lifetime run
         Assert.Equal(LeaseAction.Lapse, _lease.OnTick(Ms(2600)));
         Assert.Equal(LeaseAction.Drop, _lease.OnTick(Ms(3500)));      // 3 s old: the lease is over
     }
@@ -63,12 +64,12 @@ public sealed class VipLeaseTests
     }
 
     [Fact]
-    public void A_new_owner_waits_out_the_latest_confirmation_any_witness_saw_plus_renewal_and_lifetime()
+    public void A_new_owner_waits_out_the_latest_confirmation_any_witness_saw_plus_window_and_lifetime()
     {
         var now = Ms(10_000);
         // witnesses last confirmed another owner 200 ms and 1500 ms ago; one never did
         var at = _lease.SafeToAcquireAt(now, [Ms(1500), Ms(200), null]);
-        Assert.Equal(now - Ms(200) + _lease.RenewInterval + _lease.Lifetime + VipLease.Margin, at);
+        Assert.Equal(now - Ms(200) + _lease.RenewWindow + _lease.Lifetime + VipLease.Margin, at);
     }
 
     [Fact]
