@@ -35,8 +35,9 @@ public sealed class ClusterNode
 
     public Akka.Cluster.Cluster Cluster => Akka.Cluster.Cluster.Get(_system);
 
-    /// <summary>Starts the witness (every node). On a pooler node also the VIP singleton; a stale copy of a
-    /// linux VIP left on this machine by a previous run is removed first.</summary>
+    /// <summary>Starts a pooler node's cluster actors: node info, VIP witness, cancel forwarder, budget agent (and
+    /// the PoolBudget shard region), VIP holder, and the VipOwner singleton manager with its proxy. A stale copy
+    /// of a linux VIP left on this machine by a previous run is removed first.</summary>
     /// <param name="listenPort">The port this node's own listener got (pooler.listen.port may be 0).</param>
     public static ClusterNode Start(ActorSystem system, PoolerRuntime runtime, int listenPort)
     {

@@ -55,13 +55,9 @@ public sealed class PoolBudget : ReceiveActor
         Receive<Report>(OnReport);
         Receive<ClusterEvent.MemberRemoved>(r =>
         {
-            foreach (var key in _nodes.Keys.Where(k => k == r.Member.Address.ToString()).ToList())
-            {
-                _log.Info("budget {0}: node {1} left the cluster; its quota of {2} is free", Self.Path.Name, r.Member.Address, _nodes[key].Counted);
-                _nodes.Remove(key);
-            }
+            if (_nodes.Remove(r.Member.Address.ToString(), out var gone))
+                _log.Info("budget {0}: node {1} left the cluster; its quota of {2} is free", Self.Path.Name, r.Member.Address, gone.Counted);
         });
-        Receive<ClusterEvent.IMemberEvent>(_ => { });
         Receive<ClusterEvent.CurrentClusterState>(_ => { });
     }
 

@@ -12,6 +12,8 @@ public interface IVipDriver
 {
     /// <summary>What the log lines call it, e.g. "10.0.0.250/24 on eth0".</summary>
     string Describe { get; }
+    /// <summary>The address is this machine's while held, so the holder listens on it (and routes from it).</summary>
+    bool Listens { get; }
     /// <summary>Puts the VIP up; throws with the reason when it cannot.</summary>
     void Up();
     /// <summary>Extends the VIP's lifetime; throws when it cannot (the owner then takes it down).</summary>
@@ -37,6 +39,7 @@ public static class VipDrivers
 public sealed class NoVipDriver : IVipDriver
 {
     public string Describe => "no VIP (driver none)";
+    public bool Listens => false;
     public void Up() { }
     public void Renew() { }
     public void Down() { }
@@ -75,6 +78,7 @@ public sealed class LinuxVipDriver(VipSettings vip, Action<string>? warn = null)
     private string Lifetime => ((int)vip.Lifetime.TotalSeconds).ToString(CultureInfo.InvariantCulture);
 
     public string Describe => $"{vip.Address} on {vip.Interface} (linux, lifetime {Lifetime}s)";
+    public bool Listens => true;
 
     public void Up()
     {
@@ -114,6 +118,7 @@ public sealed class LinuxVipDriver(VipSettings vip, Action<string>? warn = null)
 public sealed class ScriptVipDriver(VipSettings vip) : IVipDriver
 {
     public string Describe => $"{vip.Address} (script)";
+    public bool Listens => false; // the address may land on another machine (a cloud IP)
 
     private Dictionary<string, string> Env => new()
     {
@@ -141,6 +146,7 @@ public sealed class ScriptVipDriver(VipSettings vip) : IVipDriver
 public sealed class BindVipDriver(VipSettings vip) : IVipDriver
 {
     public string Describe => $"{vip.Host}:{vip.Port} (bind)";
+    public bool Listens => true;
     public void Up() { }
     public void Renew() { }
     public void Down() { }

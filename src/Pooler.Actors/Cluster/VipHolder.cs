@@ -18,6 +18,12 @@ namespace Pooler.Actors.Cluster;
 /// </summary>
 public sealed class VipHolder : ReceiveActor, IWithTimers
 {
+    /// <summary>The behaviour a holder is in; Fencing, Acquiring and Holding are <see cref="IsActive"/>.</summary>
+    public enum HolderState { Idle, Fencing, Acquiring, Holding, Releasing }
+
+    /// <summary>Going for the VIP or holding it: a holder the owner did not choose must stand down.</summary>
+    public static bool IsActive(HolderState state) => state is HolderState.Fencing or HolderState.Acquiring or HolderState.Holding;
+
     public const string Name = "vip-holder";
 
     /// <summary>From the VipOwner: take the VIP (fence first).</summary>
@@ -28,8 +34,7 @@ public sealed class VipHolder : ReceiveActor, IWithTimers
     public sealed record Released(string Node);
     /// <summary>Asks for <see cref="Status"/>.</summary>
     public sealed record GetStatus;
-    /// <summary><paramref name="State"/>: idle, fencing, acquiring, holding or releasing.</summary>
-    public sealed record Status(string Node, string State, string Vip, bool Holding);
+    public sealed record Status(string Node, HolderState State, string Vip, bool Holding);
 
     private sealed record PingTick;
     private sealed record RenewTick;
@@ -56,7 +61,7 @@ public sealed class VipHolder : ReceiveActor, IWithTimers
     private long _seq;
     private long _askSeq;
     private bool _up;
-    private string _state = "idle";
+    private HolderState _state = HolderState.Idle;
     private readonly List<IActorRef> _releaseWaiters = new();
 
     public ITimerScheduler Timers { get; set; } = null!;
@@ -75,7 +80,7 @@ public sealed class VipHolder : ReceiveActor, IWithTimers
 
     private void Idle()
     {
-        _state = "idle";
+        _state = HolderState.Idle;
         Become(Common);
     }
 
@@ -93,7 +98,7 @@ public sealed class VipHolder : ReceiveActor, IWithTimers
 
     private void Fencing()
     {
-        _state = "fencing";
+        _state = HolderState.Fencing;
         Become(() =>
         {
             Common();
@@ -138,7 +143,7 @@ public sealed class VipHolder : ReceiveActor, IWithTimers
 
     private void Acquiring()
     {
-        _state = "acquiring";
+        _state = HolderState.Acquiring;
         _lease.Reset();
         Become(() =>
         {
@@ -160,7 +165,7 @@ public sealed class VipHolder : ReceiveActor, IWithTimers
         {
             _up = true; // from the first step on, Down() undoes whatever part got done
             _driver.Up();
-            if (_vip.Driver is VipDriverKind.Linux or VipDriverKind.Bind) Listen();
+            if (_driver.Listens) Listen();
         }
         catch (Exception e)
         {
@@ -177,7 +182,7 @@ public sealed class VipHolder : ReceiveActor, IWithTimers
 
     private void Holding()
     {
-        _state = "holding";
+        _state = HolderState.Holding;
         Become(() =>
         {
             Common();
@@ -240,11 +245,11 @@ public sealed class VipHolder : ReceiveActor, IWithTimers
         Receive<GetStatus>(_ => Sender.Tell(new Status(_rt.NodeName, _state, _driver.Describe, _up)));
         Receive<Hold>(_ =>
         {
-            if (_state == "idle") Fencing(); // fencing, acquiring or holding already: nothing to do
+            if (_state == HolderState.Idle) Fencing(); // fencing, acquiring or holding already: nothing to do
         });
         Receive<Release>(_ =>
         {
-            if (_state == "idle") { Sender.Tell(new Released(_self)); return; }
+            if (_state == HolderState.Idle) { Sender.Tell(new Released(_self)); return; }
             _releaseWaiters.Add(Sender);
             Releasing();
         });
@@ -256,7 +261,7 @@ public sealed class VipHolder : ReceiveActor, IWithTimers
         _pings.Clear();
         var held = _up;
         Down();
-        _state = "releasing";
+        _state = HolderState.Releasing;
         if (held) Log("released the VIP");
         _acks.Clear();
         var voters = Voters();

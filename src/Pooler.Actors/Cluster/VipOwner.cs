@@ -39,7 +39,7 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
     private Address? _releasing;     // a holder asked to release before the next one is told to hold
     private Address? _next;
     private IActorRef? _mover;
-    private readonly Dictionary<Address, string> _states = new();
+    private readonly Dictionary<Address, VipHolder.HolderState> _states = new();
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -57,12 +57,11 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
             if (_holder?.ToString() != m.Node) { Sender.Tell(new MoveResult(true, "the VIP is not there")); return; }
             var others = Eligible().Where(a => a.ToString() != m.Node).ToList();
             if (others.Count == 0) { Sender.Tell(new MoveResult(false, "no other pooler node can take the VIP")); return; }
-            var next = others.FirstOrDefault(a => a.ToString() == _preferred) ?? (others.Contains(_cluster.SelfAddress) ? _cluster.SelfAddress : others[0]);
-            Move(next.ToString(), Sender);
+            Move(Pick(others).ToString(), Sender);
         });
         Receive<VipHolder.Released>(_ =>
         {
-            _states[SenderNode()] = "idle";
+            _states[SenderNode()] = VipHolder.HolderState.Idle;
             if (SenderNode().Equals(_releasing)) OnReleased();
         });
         Receive<MoveTimeout>(_ => OnReleased()); // the releasing holder did not answer (it died): its lease guards the rest
@@ -79,6 +78,11 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
         return state.Members.Where(m => m.HasRole(ClusterNode.Role) && m.Status == MemberStatus.Up && !state.Unreachable.Contains(m))
             .Select(m => m.Address).ToList();
     }
+
+    /// <summary>Where the VIP goes among <paramref name="candidates"/> (not empty): the preferred node, else this one, else the first.</summary>
+    private Address Pick(List<Address> candidates)
+        => candidates.FirstOrDefault(a => a.ToString() == _preferred)
+           ?? (candidates.Contains(_cluster.SelfAddress) ? _cluster.SelfAddress : candidates[0]);
 
     private ActorSelection HolderAt(Address node) => Context.ActorSelection(new RootActorPath(node) / "user" / VipHolder.Name);
 
@@ -101,19 +105,18 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
         var eligible = Eligible();
         if (eligible.Count == 0) return;
         if (_holder is { } old && !eligible.Contains(old) && _cluster.State.Members.Any(m => m.Address.Equals(old) && m.Status != MemberStatus.Down)
-            && !_cluster.State.Unreachable.Any(m => m.Address.Equals(old)) && _states.GetValueOrDefault(old) is "holding" or "acquiring" or "fencing")
+            && !_cluster.State.Unreachable.Any(m => m.Address.Equals(old)) && VipHolder.IsActive(_states.GetValueOrDefault(old)))
         {
             // the holder's node is leaving but still answers: it lets go first, then the next one takes over
-            var next = eligible.FirstOrDefault(a => a.ToString() == _preferred) ?? (eligible.Contains(_cluster.SelfAddress) ? _cluster.SelfAddress : eligible[0]);
-            Move(next.ToString(), null);
+            Move(Pick(eligible).ToString(), null);
             return;
         }
         if (_holder is null || !eligible.Contains(_holder))
         {
             // keep a holder that is still active; else the preferred node; else this one
-            var active = _states.Where(s => s.Value is "holding" or "acquiring" && eligible.Contains(s.Key)).Select(s => s.Key).FirstOrDefault();
-            var preferred = eligible.FirstOrDefault(a => a.ToString() == _preferred);
-            var choice = active ?? preferred ?? (eligible.Contains(_cluster.SelfAddress) ? _cluster.SelfAddress : eligible[0]);
+            var active = _states.Where(s => s.Value is VipHolder.HolderState.Holding or VipHolder.HolderState.Acquiring && eligible.Contains(s.Key))
+                .Select(s => s.Key).FirstOrDefault();
+            var choice = active ?? Pick(eligible);
             if (!choice.Equals(_holder)) _log.Info("vip owner {0}: the VIP goes to {1}", _cluster.SelfAddress, choice);
             _holder = choice;
         }
@@ -125,7 +128,7 @@ public sealed class VipOwner : ReceiveActor, IWithTimers
         HolderAt(_holder).Tell(new VipHolder.Hold());
         // any other holder that is active stands down (e.g. one that re-fenced after a pause)
         foreach (var (node, state) in _states)
-            if (!node.Equals(_holder) && state is not "idle" and not "releasing") HolderAt(node).Tell(new VipHolder.Release());
+            if (!node.Equals(_holder) && VipHolder.IsActive(state)) HolderAt(node).Tell(new VipHolder.Release());
         foreach (var node in eligible) HolderAt(node).Tell(new VipHolder.GetStatus());
     }
 

@@ -101,14 +101,17 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
     private async Task<(PoolerProcess First, PoolerProcess Second)> StartTwoNodesAsync(Cluster cluster, string settings = "")
     {
         var first = await StartNodeAsync(cluster, settings);
-        await first.WaitForOutputAsync(l => l.Contains("holding the VIP", StringComparison.Ordinal), "the first node holds the VIP", StartTimeout);
+        await first.WaitForOutputAsync(IsHoldingLine, "the first node holds the VIP", StartTimeout);
         var second = await StartNodeAsync(cluster, settings);
         await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP", TimeSpan.FromSeconds(20));
         Assert.False(Holds(second));
         return (first, second);
     }
 
-    private static bool Holds(PoolerProcess node) => node.OutputLines.Any(l => l.Contains("holding the VIP", StringComparison.Ordinal));
+    /// <summary>The line a node logs when it has put the VIP up.</summary>
+    private static bool IsHoldingLine(string line) => line.Contains("holding the VIP", StringComparison.Ordinal);
+
+    private static bool Holds(PoolerProcess node) => node.OutputLines.Any(IsHoldingLine);
 
     [Fact]
     public async Task The_vip_moves_to_the_surviving_node_within_5_s_of_a_kill_9_of_its_owner()
@@ -136,7 +139,7 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
 
         Assert.True(first.Terminate());
         var watch = Stopwatch.StartNew();
-        await second.WaitForOutputAsync(l => l.Contains("holding the VIP", StringComparison.Ordinal), "the second node takes the VIP", TimeSpan.FromSeconds(10));
+        await second.WaitForOutputAsync(IsHoldingLine, "the second node takes the VIP", TimeSpan.FromSeconds(10));
         await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP on the new owner", TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(20));
         var handOver = watch.Elapsed;
         output.WriteLine($"SIGTERM of the owner -> VIP working on the next node: {handOver.TotalMilliseconds:F0} ms");
@@ -273,12 +276,12 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
         var secondPort = FreePort.Next();
         var prefer = $"vip.preferred-node = \"akka.tcp://pooler@127.0.0.1:{secondPort}\"";
         var first = await StartNodeAsync(cluster, prefer);
-        await first.WaitForOutputAsync(l => l.Contains("holding the VIP", StringComparison.Ordinal), "the first node holds the VIP", StartTimeout);
+        await first.WaitForOutputAsync(IsHoldingLine, "the first node holds the VIP", StartTimeout);
         await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP", TimeSpan.FromSeconds(20));
 
         var second = await StartNodeAsync(cluster, prefer, secondPort);
         var watch = Stopwatch.StartNew();
-        await second.WaitForOutputAsync(l => l.Contains("holding the VIP", StringComparison.Ordinal), "the preferred node takes the VIP", TimeSpan.FromSeconds(20));
+        await second.WaitForOutputAsync(IsHoldingLine, "the preferred node takes the VIP", TimeSpan.FromSeconds(20));
         await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP on the preferred node", TimeSpan.FromSeconds(10));
         output.WriteLine($"preferred node Up -> VIP working there: {watch.ElapsedMilliseconds} ms");
         // handed over, not taken: the first node let go and told the witnesses, so no lease was waited out

@@ -86,7 +86,7 @@ public sealed class VipFailoverNetnsTests(ITestOutputHelper output)
                 {
                     // kill -9 (the first time under a write load)
                     var owner = Holder(nodes)!;
-                    using (var writer = trial == 1 ? new Writer(clientNs, pg.BinDir) : null)
+                    using (var writer = trial == 1 ? new Writer(clientNs) : null)
                     {
                         if (writer is not null) await writer.WaitForAcksAsync(20);
                         owner.Process!.Kill();
@@ -223,14 +223,41 @@ public sealed class VipFailoverNetnsTests(ITestOutputHelper output)
 
     private static Node? Holder(Node[] nodes) => nodes.FirstOrDefault(n => NetNs.HasAddress(n.Ns, Vip));
 
-    /// <summary>A new connection through the VIP from the client's namespace answers (psql, 2 s connect timeout).</summary>
-    private static async Task<bool> WorksAsync(string clientNs, int connectTimeout = 2)
-    {
-        var r = await ProcessRunner.RunAsync("ip", ["netns", "exec", clientNs, Path.Combine(PostgresServer.FindBinDir(), "psql"),
-            "-h", Vip, "-p", VipPort.ToString(CultureInfo.InvariantCulture), "-U", "postgres", "-d", "postgres", "-Atc", "select 1"],
+    /// <summary>One psql run of <paramref name="sql"/> on a new connection through the VIP, from the client's namespace.</summary>
+    private static Task<ProcessResult> PsqlThroughVipAsync(string clientNs, string sql, int connectTimeout = 2)
+        => ProcessRunner.RunAsync("ip", ["netns", "exec", clientNs, Path.Combine(PostgresServer.FindBinDir(), "psql"),
+            "-h", Vip, "-p", VipPort.ToString(CultureInfo.InvariantCulture), "-U", "postgres", "-d", "postgres", "-Atc", sql],
             environment: new Dictionary<string, string?> { ["PGCONNECT_TIMEOUT"] = connectTimeout.ToString(CultureInfo.InvariantCulture) },
             timeout: TimeSpan.FromSeconds(connectTimeout + 10));
+
+    /// <summary>A new connection through the VIP answers (psql, 2 s connect timeout unless given).</summary>
+    private static async Task<bool> WorksAsync(string clientNs, int connectTimeout = 2)
+    {
+        var r = await PsqlThroughVipAsync(clientNs, "select 1", connectTimeout);
         return r.ExitCode == 0 && r.StdOut.Trim() == "1";
+    }
+
+    /// <summary>A loop on the thread pool until <see cref="Stop"/> (or Dispose), bounded by its own body.</summary>
+    private abstract class BackgroundLoop : IDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private Task _loop = Task.CompletedTask;
+
+        protected CancellationToken Stopping => _stop.Token;
+
+        protected void Run(Func<Task> body) => _loop = Task.Run(body);
+
+        public void Stop()
+        {
+            _stop.Cancel();
+            _loop.Wait(TimeSpan.FromSeconds(30));
+        }
+
+        public void Dispose()
+        {
+            if (!_loop.IsCompleted) Stop();
+            _stop.Dispose();
+        }
     }
 
     private static async Task<TimeSpan> TimeToWorkingVipAsync(string clientNs, Node[] nodes, Node old)
@@ -264,83 +291,46 @@ public sealed class VipFailoverNetnsTests(ITestOutputHelper output)
     }
 
     /// <summary>Inserts 1, 2, 3... through the VIP, one psql per row from the client's namespace; an id is acknowledged when psql exits 0.</summary>
-    private sealed class Writer : IDisposable
+    private sealed class Writer : BackgroundLoop
     {
-        private readonly CancellationTokenSource _stop = new();
-        private readonly Task _loop;
         private readonly List<long> _acked = new();
         private long _sent;
 
-        public Writer(string ns, string binDir)
+        public Writer(string ns) => Run(async () =>
         {
-            _loop = Task.Run(async () =>
+            for (long id = 1; id <= 20_000 && !Stopping.IsCancellationRequested; id++)
             {
-                for (long id = 1; id <= 20_000 && !_stop.IsCancellationRequested; id++)
-                {
-                    Interlocked.Exchange(ref _sent, id);
-                    var r = await ProcessRunner.RunAsync("ip", ["netns", "exec", ns, Path.Combine(binDir, "psql"), "-h", Vip,
-                        "-p", VipPort.ToString(CultureInfo.InvariantCulture), "-U", "postgres", "-d", "postgres", "-Atc",
-                        $"insert into written values ({id})"], environment: new Dictionary<string, string?> { ["PGCONNECT_TIMEOUT"] = "2" },
-                        timeout: TimeSpan.FromSeconds(15));
-                    if (r.ExitCode == 0) lock (_acked) _acked.Add(id);
-                }
-            });
-        }
+                Interlocked.Exchange(ref _sent, id);
+                var r = await PsqlThroughVipAsync(ns, $"insert into written values ({id})");
+                if (r.ExitCode == 0) lock (_acked) _acked.Add(id);
+            }
+        });
 
         public long Sent => Interlocked.Read(ref _sent);
 
         public List<long> Acked { get { lock (_acked) return _acked.ToList(); } }
 
         public Task WaitForAcksAsync(int n) => Eventually.True(() => Acked.Count >= n, $"{n} writes acknowledged", TimeSpan.FromSeconds(60));
-
-        public void Stop()
-        {
-            _stop.Cancel();
-            _loop.Wait(TimeSpan.FromSeconds(30));
-        }
-
-        public void Dispose()
-        {
-            if (!_loop.IsCompleted) Stop();
-            _stop.Dispose();
-        }
     }
 
     /// <summary>Reads every node's eth0 every 50 ms and counts the samples where more than one holds the VIP.</summary>
-    private sealed class OverlapSampler : IDisposable
+    private sealed class OverlapSampler : BackgroundLoop
     {
-        private readonly CancellationTokenSource _stop = new();
-        private readonly Task _loop;
         private int _samples;
         private int _overlaps;
 
-        public OverlapSampler(string[] namespaces)
+        public OverlapSampler(string[] namespaces) => Run(async () =>
         {
-            _loop = Task.Run(async () =>
+            while (!Stopping.IsCancellationRequested)
             {
-                while (!_stop.IsCancellationRequested)
-                {
-                    var holders = namespaces.Count(ns => NetNs.HasAddress(ns, Vip));
-                    Interlocked.Increment(ref _samples);
-                    if (holders > 1) Interlocked.Increment(ref _overlaps);
-                    try { await Task.Delay(50, _stop.Token); } catch (OperationCanceledException) { }
-                }
-            });
-        }
+                var holders = namespaces.Count(ns => NetNs.HasAddress(ns, Vip));
+                Interlocked.Increment(ref _samples);
+                if (holders > 1) Interlocked.Increment(ref _overlaps);
+                try { await Task.Delay(50, Stopping); } catch (OperationCanceledException) { }
+            }
+        });
 
         public int Samples => Volatile.Read(ref _samples);
         public int Overlaps => Volatile.Read(ref _overlaps);
-
-        public void Stop()
-        {
-            _stop.Cancel();
-            _loop.Wait(TimeSpan.FromSeconds(10));
-        }
-
-        public void Dispose()
-        {
-            if (!_loop.IsCompleted) Stop();
-            _stop.Dispose();
-        }
     }
 }
