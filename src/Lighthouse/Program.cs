@@ -4,6 +4,7 @@ using Akka.Configuration;
 using Akka.Event;
 using Pooler.Actors.Cluster;
 using Pooler.Actors.Config;
+using Pooler.Actors.Ops;
 
 // Lighthouse: a seed node of the Pooler cluster with role "lighthouse" and no pools. Configured like
 // petabridge/lighthouse: hocon/lighthouse.hocon, then CLUSTER_IP, CLUSTER_PORT (default 4053) and
@@ -29,16 +30,16 @@ if (args.Length > 0 && configFile is null)
 }
 
 Config config;
+PbmSettings pbmSettings;
 try
 {
     var file = configFile ?? Path.Combine(AppContext.BaseDirectory, "lighthouse.hocon");
-    var fromFile = ConfigurationFactory.ParseString(File.ReadAllText(file));
     var env = Environment.GetEnvironmentVariables().Cast<System.Collections.DictionaryEntry>()
-        .Select(e => KeyValuePair.Create((string)e.Key, e.Value as string ?? ""));
-    // the same akka.cluster timings and split-brain settings as every pooler node (they must agree)
-    config = (ClusterConfig.FromEnvironment(env) ?? ConfigurationFactory.Empty)
-        .WithFallback(fromFile)
-        .WithFallback(SettingsLoader.Reference());
+        .Select(e => KeyValuePair.Create((string)e.Key, e.Value as string ?? "")).ToList();
+    // reference.conf (the same akka.cluster timings and split-brain settings as every pooler node: they must
+    // agree), the file, CLUSTER_* and POOLER__/AKKA__ variables (e.g. POOLER__PBM__PORT)
+    config = SettingsLoader.Layer(file, env, []);
+    pbmSettings = SettingsLoader.LoadPbm(config);
     if (config.GetStringList("akka.cluster.seed-nodes").Count == 0)
     {
         var self = $"akka.tcp://{ClusterConfig.SystemName}@{config.GetString("akka.remote.dot-netty.tcp.public-hostname", null) ?? config.GetString("akka.remote.dot-netty.tcp.hostname")}:{config.GetInt("akka.remote.dot-netty.tcp.port")}";
@@ -59,6 +60,13 @@ log.Info("lighthouse {0}: roles [{1}], seeds {2}", cluster.SelfAddress, string.J
     string.Join(", ", config.GetStringList("akka.cluster.seed-nodes")));
 
 var stop = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+// pbm: cluster commands from here too; "node drain" / "cluster leave" stop this Lighthouse in order
+var ops = system.ActorOf(OpsAgent.Props(null, string.Join(",", cluster.SelfRoles), ClusterNode.StartVipProxy(system), new LighthouseControl(stop)), OpsAgent.Name);
+if (pbmSettings.Enabled)
+{
+    try { log.Info("pbm endpoint on {0}", await PbmEndpoint.StartAsync(system, pbmSettings, ops)); }
+    catch (Exception e) { log.Error("pbm endpoint not started: {0}", e.Message); }
+}
 void OnSignal(PosixSignalContext c) { c.Cancel = true; stop.TrySetResult(c.Signal.ToString()); }
 using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
 using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
@@ -76,3 +84,10 @@ if (!downed)
 }
 await system.Terminate();
 return downed ? 1 : 0;
+
+/// <summary>A Lighthouse has nothing to reload; stopping it (drain or not) is leaving the cluster and exiting.</summary>
+internal sealed class LighthouseControl(TaskCompletionSource<string> stop) : INodeControl
+{
+    public string? Reload() => "a Lighthouse has no pooler settings to reload";
+    public void Stop(bool drain) => stop.TrySetResult(drain ? "pbm node drain" : "SHUTDOWN");
+}

@@ -20,12 +20,29 @@ public sealed class PoolerRuntime(PoolerSettings settings, UserList? users)
     public CancelRegistry Cancels { get; } = new();
     public ScramSecretCache ScramSecrets { get; } = new();
     public ConnectionBudget Budget { get; } = new();
+    public Ops.ConnectionRegistry Connections { get; } = new();
+    public Ops.ErrorCounters Errors { get; } = new();
+
+    /// <summary>What the host lets the admin console and pbm do to the process (reload, shut down); null in tests.</summary>
+    public Ops.INodeControl? Control { get; set; }
+
+    /// <summary>Set while the node drains (SIGTERM, pbm node drain, SHUTDOWN): /health answers 503.</summary>
+    public volatile bool Draining;
+
+    public DateTime StartedAt { get; } = DateTime.UtcNow;
 
     /// <summary>Live counts for tests, stats and the leak checks.</summary>
     public int ClientCount;
     public int ServerCount;
 
     public IActorRef PoolManager { get; internal set; } = ActorRefs.Nobody;
+
+    /// <summary>The node's OpsAgent (admin console, pbm, HTTP).</summary>
+    public IActorRef Ops { get; internal set; } = ActorRefs.Nobody;
+
+    /// <summary>In a cluster: the VipOwner singleton's proxy and this node's VipHolder (SHOW VIP, pbm vip).</summary>
+    public IActorRef? VipProxy { get; set; }
+    public IActorRef? VipHolder { get; set; }
 
     /// <summary>In a cluster: where a CancelRequest for a key this node did not mint goes (null: alone).</summary>
     public IActorRef? CancelForwarder { get; set; }

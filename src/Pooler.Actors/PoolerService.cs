@@ -44,6 +44,7 @@ public sealed class PoolerService
         system.ActorOf(AcceptRaceGuard.Props());
         var manager = system.ActorOf(Pooling.PoolManager.Props(rt), "pools");
         rt.PoolManager = manager;
+        rt.Ops = system.ActorOf(Ops.OpsAgent.Props(rt, Cluster.ClusterNode.Role), Ops.OpsAgent.Name);
         var bound = new TaskCompletionSource<EndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
         var endpoint = new IPEndPoint(IPAddress.Parse(ResolveHost(settings.Listen.Host)), settings.Listen.Port);
         var listener = system.ActorOf(Listener.Props(rt, endpoint, bound), "listener");
@@ -82,10 +83,12 @@ public sealed class PoolerService
     public void Reconnect() => _manager.Tell(new PoolManager.ReconnectAll());
 
     /// <summary>Stops accepting, lets open transactions finish up to shutdown-timeout, then closes everything.</summary>
-    public async Task StopAsync()
+    /// <param name="timeout">How long open transactions may run on (default shutdown-timeout; zero for SHUTDOWN).</param>
+    public async Task StopAsync(TimeSpan? timeout = null)
     {
+        Runtime.Draining = true;
         _listener.Tell(new Listener.DrainAll());
-        var deadline = DateTime.UtcNow + Runtime.Settings.ShutdownTimeout;
+        var deadline = DateTime.UtcNow + (timeout ?? Runtime.Settings.ShutdownTimeout);
         while (Runtime.ClientCount > 0 && DateTime.UtcNow < deadline)
             await Task.Delay(50);
         _listener.Tell(new Listener.Unbind()); // also cuts whoever is still connected after shutdown-timeout

@@ -6,6 +6,7 @@ using Akka.Event;
 using Pooler.Actors;
 using Pooler.Actors.Cluster;
 using Pooler.Actors.Config;
+using Pooler.Actors.Ops;
 using Pooler.Host;
 
 // Socket completions run on .NET's socket event thread, where the inline dispatcher (reference.conf)
@@ -80,6 +81,29 @@ catch (Exception e)
 }
 log.Info("listening on {0}:{1}", settings.Listen.Host, service.Port);
 
+// RELOAD (SIGHUP, admin console, pbm): one at a time; an invalid file keeps the current settings
+var reloadGate = new object();
+string? ReloadConfig()
+{
+    lock (reloadGate)
+    {
+        try
+        {
+            var (_, reloaded) = options.Load(HostOptions.ProcessEnvironment());
+            service.Reload(reloaded);
+            Volatile.Write(ref settings, reloaded);
+            log.Info("configuration reloaded");
+            return null;
+        }
+        catch (Exception e) when (e is ConfigException or IOException or UnauthorizedAccessException or FormatException)
+        {
+            log.Error("reload refused, keeping the current settings: {0}", e.Message);
+            return e.Message;
+        }
+    }
+}
+service.Runtime.Control = new HostControl(ReloadConfig, drain => signals.Writer.TryWrite(drain ? PosixSignal.SIGTERM : PosixSignal.SIGQUIT));
+
 ClusterNode? clusterNode = null;
 var leaving = false;
 if (ClusterConfig.IsClustered(config))
@@ -91,6 +115,22 @@ if (ClusterConfig.IsClustered(config))
     });
     log.Info("cluster node {0}: joining {1} as role {2}", clusterNode.Cluster.SelfAddress,
         string.Join(", ", config.GetStringList("akka.cluster.seed-nodes")), ClusterNode.Role);
+}
+
+if (settings.Pbm.Enabled)
+{
+    try { log.Info("pbm endpoint on {0}", await PbmEndpoint.StartAsync(system, settings.Pbm, service.Runtime.Ops)); }
+    catch (Exception e) { log.Error("pbm endpoint not started: {0}", e.Message); }
+}
+HttpEndpoint? http = null;
+if (settings.Http.Enabled)
+{
+    try
+    {
+        http = await HttpEndpoint.StartAsync(system, service.Runtime.Ops, settings.Http);
+        log.Info("http endpoint on {0}:{1} (/metrics, /health, /stats)", settings.Http.Host, http.Port);
+    }
+    catch (Exception e) { log.Error("http endpoint not started on {0}:{1}: {2}", settings.Http.Host, settings.Http.Port, e.Message); }
 }
 
 string stopReason = "SIGTERM";
@@ -108,25 +148,15 @@ await foreach (var signal in signals.Reader.ReadAllAsync())
         stopReason = signal.ToString()!;
         break;
     }
-    try
-    {
-        var (_, reloaded) = options.Load(HostOptions.ProcessEnvironment());
-        service.Reload(reloaded);
-        settings = reloaded;
-        log.Info("SIGHUP: configuration reloaded");
-    }
-    catch (ConfigException e)
-    {
-        log.Error("SIGHUP: invalid configuration, keeping the current settings: {0}", e.Message);
-    }
-    catch (Exception e)
-    {
-        log.Error(e, "SIGHUP: reload failed, keeping the current settings");
-    }
+    ReloadConfig();
 }
 
-log.Info("{0}: shutting down, waiting up to {1} for open transactions", stopReason, settings.ShutdownTimeout);
+// SIGQUIT stands for the console's SHUTDOWN: leave in order, but do not wait for open transactions
+var immediate = stopReason == nameof(PosixSignal.SIGQUIT);
+if (immediate) stopReason = "SHUTDOWN";
+log.Info("{0}: shutting down, waiting up to {1} for open transactions", stopReason, immediate ? TimeSpan.Zero : settings.ShutdownTimeout);
 Volatile.Write(ref leaving, true);
+service.Runtime.Draining = true; // /health answers 503 from now on
 // In a cluster the node first moves the VIP away and leaves, still serving its own clients meanwhile; only
 // then does it drain: a node that refused newcomers while still a member could be sent clients by the VIP.
 if (clusterNode is not null && exitCode == 0)
@@ -134,7 +164,15 @@ if (clusterNode is not null && exitCode == 0)
     await clusterNode.LeaveAsync(TimeSpan.FromSeconds(10));
     log.Info("left the cluster; draining");
 }
-await service.StopAsync();
+await service.StopAsync(immediate ? TimeSpan.Zero : null);
+if (http != null) await http.DisposeAsync();
 log.Info("stopped");
 await system.Terminate();
 return exitCode;
+
+/// <summary>What the admin console and pbm may do to this process: reload the file, stop (drain or at once).</summary>
+internal sealed class HostControl(Func<string?> reload, Action<bool> stop) : INodeControl
+{
+    public string? Reload() => reload();
+    public void Stop(bool drain) => stop(drain);
+}

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
 using Akka.Actor;
@@ -17,8 +18,10 @@ namespace Pooler.Actors.Client;
 /// a server; reading pauses only past 64 KiB held), Closing. While linked, the client's bytes go straight to the server's
 /// socket actor; only message headers are read, to count the units each ReadyForQuery answers.
 /// </summary>
-public sealed class ClientSession : ReceiveActor, IWithTimers
+public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
 {
+    /// <summary>KILL, or an admin's order: send this error and close now.</summary>
+    public sealed record Kill(string SqlState, string Message);
     /// <summary>A CancelRequest carried this client's key; <c>ReplyTo</c> gets CancelSender.Done once it is dealt with.</summary>
     public sealed record CancelRequested(IActorRef ReplyTo);
     /// <summary>The node is shutting down: leave at the next transaction boundary.</summary>
@@ -68,6 +71,9 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private bool _inReady; // in the Ready behaviour (see AroundReceive)
 
     private sealed record Md5Challenge(byte[] Salt);
+    private bool _admin; // connected to the admin console (virtual database pgbouncer/pooler)
+    private readonly DateTime _connectedAt = DateTime.UtcNow;
+    private readonly string _id; // Self.Path.Name, for rows read outside the actor (Self needs its context)
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -81,6 +87,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         _scan = new FrameScanner(ReadOnlySpan<byte>.Empty, rt.Settings.MaxPacketSize);
         _flow = new RelayFlow(conn, Self);
         Become(Startup);
+        _id = Self.Path.Name;
     }
 
     private PoolerSettings S => _rt.Settings;
@@ -98,6 +105,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     protected override void PostStop()
     {
         Interlocked.Decrement(ref _rt.ClientCount);
+        _rt.Connections.RemoveClient(Self);
         if (_keyRegistered) _rt.Cancels.Unregister(_keyPid);
         AdoptLink(resume: false);
         if (_link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.ClientGone(l));
@@ -114,6 +122,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     {
         if (_closing) return;
         _log.Info("{0}: closing: {1} ({2})", Who, message, sqlState);
+        _rt.Errors.Add(sqlState);
         Send(PgMessages.Error("FATAL", sqlState, message));
         CloseNow();
     }
@@ -141,6 +150,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
 
     private void CommonClosed()
     {
+        Receive<Kill>(k => Fatal(k.SqlState, k.Message));
         Receive<Tcp.ConnectionClosed>(_ => Context.Stop(Self));
         Receive<Terminated>(_ => Context.Stop(Self));
         Receive<LoginTimeout>(_ => Fatal(SqlState.ProtocolViolation, "client_login_timeout"));
@@ -219,6 +229,12 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
                 return false;
             }
             _startupParams.Add(new(ClientParams.Canonical(k)!, v));
+        }
+        if (Ops.AdminConsole.IsConsoleDatabase(_database) && !S.Databases.ContainsKey(_database))
+        {
+            _admin = true;
+            StartAuth();
+            return false;
         }
         _db = S.FindDatabase(_database);
         if (_db == null) { Fatal(SqlState.InvalidCatalogName, $"database \"{_database}\" does not exist (no entry in pooler.databases)"); return false; }
@@ -339,6 +355,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         var w = new PgWriter(16);
         PgMessages.AppendAuth(w, 0, default);
         Send(w.ToArray());
+        if (_admin) { ConsoleLogin(); return; }
         var db = _db!;
         var serverUser = db.User ?? _user;
         string? password = db.Password;
@@ -372,6 +389,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             writer.Bytes(PgMessages.ReadyForQuery((byte)'I'));
             Send(writer.ToArray());
             _log.Info("{0}: login ok", Who);
+            _rt.Connections.AddClient(Self, this);
             if (S.ClientIdleTimeout > TimeSpan.Zero)
                 Timers.StartPeriodicTimer("idle", new IdleTick(), TimeSpan.FromMilliseconds(Math.Clamp(S.ClientIdleTimeout.TotalMilliseconds / 4, 50, 1000)));
             Become(Ready);
@@ -428,6 +446,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             if (_waiter == null && _link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.CancelQuery(l, c.ReplyTo));
             else c.ReplyTo.Tell(new CancelSender.Done()); // not linked: nothing of this client runs
         });
+        Receive<Kill>(k => Fatal(k.SqlState, k.Message));
         Receive<Drain>(_ =>
         {
             _draining = true;
@@ -479,6 +498,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
 
     private void OnReadyData(ByteString data)
     {
+        _exchange.Counters.AddReceived(data.Count);
         if (_waiter == null) { OnClientData(data); return; }
         // more of the client's bytes while it waits for a server: kept with the rest
         var units = CountUnits(data, out var terminateAt, out var error);
@@ -578,6 +598,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
     private void Forward(ByteString data, int units)
     {
         var link = _link;
+        if (units > 0 && link is { Pending: 0 }) link.UnitStart = Stopwatch.GetTimestamp();
         if (link != null && link.TryAddUnits(units))
         {
             Write(link, data);
@@ -596,7 +617,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
             && (string.IsNullOrWhiteSpace(S.ServerCheckQuery) || DateTime.UtcNow - h.IdleSince < S.ServerCheckDelay))
         {
             // fast path: link to a parked server directly; it learns of the link before our bytes reach it
-            link = new Link(Link.NextId(), Self, _conn, h.Server, h.Conn, _params);
+            link = new Link(Link.NextId(), Self, _conn, h.Server, h.Conn, _params) { UnitStart = Stopwatch.GetTimestamp() };
             h.Server.Tell(new ServerSession.Attach(link));
             _link = link;
             _flow.NewTarget();
@@ -651,5 +672,84 @@ public sealed class ClientSession : ReceiveActor, IWithTimers
         _closing = true;
         _conn.Tell(Tcp.Close.Instance);
         Context.Stop(Self);
+    }
+
+    // ---------------- Admin console ----------------
+
+    /// <summary>The virtual database pgbouncer/pooler: admin-users may run everything, stats-users SHOW only.</summary>
+    private void ConsoleLogin()
+    {
+        var role = Ops.AdminConsole.RoleOf(S, _user);
+        if (role == Ops.ConsoleRole.None)
+        {
+            Fatal(SqlState.InvalidAuthorization, $"user \"{_user}\" is not allowed to use the admin console (not in admin-users or stats-users)");
+            return;
+        }
+        Timers.Cancel("login");
+        (_keyPid, var secret) = _rt.Cancels.Register(Self);
+        _keyRegistered = true;
+        Send(Ops.AdminConsole.Welcome(_keyPid, secret));
+        _log.Info("{0}: admin console login ({1})", Who, role);
+        _rt.Connections.AddClient(Self, this);
+        var consoleBuf = new MessageBuffer(ProtocolLimits.MaxStartupPacketSize);
+        consoleBuf.Append(_buf.TakeRemaining());
+        var busy = false;
+        void Run()
+        {
+            while (!_closing && !busy)
+            {
+                var res = consoleBuf.TryReadTyped(out var type, out var body);
+                if (res == ReadResult.NeedMore) { RequestRead(); return; }
+                if (res == ReadResult.Invalid) { Fatal(SqlState.ProtocolViolation, "invalid message length"); return; }
+                _lastActivity = Environment.TickCount64;
+                if (type == MsgType.Terminate) { Leave(); return; }
+                if (type != MsgType.Query)
+                {
+                    // as PgBouncer: say why, then drop the connection
+                    Send(Ops.AdminConsole.Error(type == MsgType.Parse ? Ops.AdminConsole.SimpleProtocolOnly : $"unsupported packet type for admin console: {type}"));
+                    Fatal(SqlState.ProtocolViolation, "bad packet");
+                    return;
+                }
+                busy = true;
+                _rt.Ops.Tell(new Ops.OpsAgent.ConsoleQuery(Payload.CString(body.Span, out _), role, _user), Self);
+            }
+        }
+        _inReady = false;
+        Become(() =>
+        {
+            Receive<Tcp.Received>(r =>
+            {
+                if (consoleBuf.Buffered + r.Data.Count > ProtocolLimits.MaxStartupPacketSize) { Fatal(SqlState.ProtocolViolation, "admin console query too long"); return; }
+                consoleBuf.Append(r.Data.ToReadOnlySpan());
+                Run();
+            });
+            Receive<Ops.OpsAgent.ConsoleReply>(reply =>
+            {
+                busy = false;
+                Send(reply.Bytes);
+                if (reply.Close) { CloseNow(); return; }
+                Run();
+            });
+            Receive<CancelRequested>(c => c.ReplyTo.Tell(new CancelSender.Done()));
+            Receive<Tcp.ConnectionClosed>(_ => Leave());
+            Receive<Terminated>(_ => Leave());
+            Receive<Kill>(k => Fatal(k.SqlState, k.Message));
+            Receive<Drain>(_ => Fatal(SqlState.AdminShutdown, "pooler is shutting down"));
+            Receive<Tcp.Event>(_ => { });
+        });
+        RequestRead();
+    }
+
+    /// <summary>SHOW CLIENTS row; read from the OpsAgent's thread (display only).</summary>
+    Ops.ConnRow Ops.IConnView.Row()
+    {
+        var waiter = _waiter;
+        var link = _link is { IsReleased: false } l ? l : waiter?.Link;
+        var waiting = waiter != null && waiter.Link == null;
+        var (addr, port) = Ops.AdminConsole.SplitEndpoint(_remote);
+        var requestAt = DateTime.UtcNow - TimeSpan.FromMilliseconds(Environment.TickCount64 - Volatile.Read(ref _lastActivity));
+        return new Ops.ConnRow("C", _user, _database, waiting ? "waiting" : "active", addr, port, S.Listen.Host, S.Listen.Port,
+            _connectedAt, requestAt, waiting ? (long)(DateTime.UtcNow - waiter!.Since).TotalMicroseconds : 0,
+            _id, link?.Server.Path.Name ?? "", _keyPid, _params.Get("application_name") ?? "", _rt.NodeName);
     }
 }

@@ -60,9 +60,17 @@ public sealed class ClusterNode
         var holder = system.ActorOf(VipHolder.Props(runtime), VipHolder.Name);
         var managerSettings = ClusterSingletonManagerSettings.Create(system).WithRole(Role).WithSingletonName("owner");
         system.ActorOf(ClusterSingletonManager.Props(VipOwner.Props(vip.PreferredNode), new VipOwner.HandOver(), managerSettings), "vip-owner");
-        var proxySettings = ClusterSingletonProxySettings.Create(system).WithRole(Role).WithSingletonName("owner");
-        var proxy = system.ActorOf(ClusterSingletonProxy.Props("/user/vip-owner", proxySettings), "vip-owner-proxy");
+        var proxy = StartVipProxy(system);
+        runtime.VipProxy = proxy;
+        runtime.VipHolder = holder;
         return new ClusterNode(system, proxy) { Holder = holder };
+    }
+
+    /// <summary>A proxy to the VipOwner singleton at <c>/user/vip-owner-proxy</c> (pooler nodes and the Lighthouse, for pbm).</summary>
+    public static IActorRef StartVipProxy(ActorSystem system)
+    {
+        var proxySettings = ClusterSingletonProxySettings.Create(system).WithRole(Role).WithSingletonName("owner");
+        return system.ActorOf(ClusterSingletonProxy.Props("/user/vip-owner", proxySettings), "vip-owner-proxy");
     }
 
     /// <summary>The witness alone (Lighthouse: it votes but holds no VIP).</summary>

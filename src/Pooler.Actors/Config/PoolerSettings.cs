@@ -33,6 +33,18 @@ public sealed record VipSettings(
     public string Host => Address.Split('/')[0];
 }
 
+/// <summary><c>pooler.pbm</c>: pbm's command endpoint.</summary>
+public sealed record PbmSettings(bool Enabled, string Host, int Port, bool AllowRemote)
+{
+    public static readonly PbmSettings Default = new(true, "127.0.0.1", 9110, false);
+}
+
+/// <summary><c>pooler.http</c>: /metrics, /health, /stats.</summary>
+public sealed record HttpSettings(bool Enabled, string Host, int Port)
+{
+    public static readonly HttpSettings Default = new(true, "127.0.0.1", 8404);
+}
+
 public sealed record AuthSettings(AuthType Type, string? UsersFile);
 
 /// <summary>One entry of <c>pooler.databases</c>. Null means "use the global value".</summary>
@@ -85,6 +97,14 @@ public sealed record PoolerSettings(
 {
     /// <summary><c>pooler.vip</c>; used only in a cluster.</summary>
     public VipSettings Vip { get; init; } = VipSettings.Off;
+
+    /// <summary>May run every admin console command (PgBouncer's admin_users).</summary>
+    public IReadOnlyList<string> AdminUsers { get; init; } = [];
+    /// <summary>May run the console's SHOW commands (PgBouncer's stats_users).</summary>
+    public IReadOnlyList<string> StatsUsers { get; init; } = [];
+    public TimeSpan StatsPeriod { get; init; } = TimeSpan.FromSeconds(60);
+    public PbmSettings Pbm { get; init; } = PbmSettings.Default;
+    public HttpSettings Http { get; init; } = HttpSettings.Default;
 
     /// <summary>The database entry for a name asked by a client, falling back to "*" as PgBouncer does.</summary>
     public DatabaseSettings? FindDatabase(string name)

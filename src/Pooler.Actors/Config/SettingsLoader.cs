@@ -116,7 +116,50 @@ public static partial class SettingsLoader
             Databases: ReadDatabases(pooler))
         {
             Vip = ReadVip(RequireObject(pooler, p, "vip"), referencePooler.Items["vip"].GetObject().Items.Keys),
+            AdminUsers = ReadStringList(pooler, p, "admin-users"),
+            StatsUsers = ReadStringList(pooler, p, "stats-users"),
+            StatsPeriod = RequirePositiveDuration(pooler, p, "stats-period"),
+            Pbm = ReadPbm(RequireObject(pooler, p, "pbm"), referencePooler.Items["pbm"].GetObject().Items.Keys),
+            Http = ReadHttp(RequireObject(pooler, p, "http"), referencePooler.Items["http"].GetObject().Items.Keys),
         };
+    }
+
+    private static TimeSpan RequirePositiveDuration(HoconObject obj, string parent, string key)
+    {
+        var d = RequireDuration(obj, parent, key);
+        return d > TimeSpan.Zero ? d : throw new ConfigException($"{parent}.{key}", "must be more than 0");
+    }
+
+    /// <summary><c>pooler.pbm</c>, also read by the Lighthouse.</summary>
+    public static PbmSettings ReadPbm(HoconObject pbm, IEnumerable<string> known)
+    {
+        const string p = "pooler.pbm";
+        RejectUnknown(pbm, p, known);
+        return new PbmSettings(
+            Enabled: ReadBool(pbm, p, "enabled") ?? throw Missing("pooler.pbm.enabled"),
+            Host: RequireNonEmptyString(pbm, p, "host"),
+            Port: ReadPort(pbm, p, "port", minimum: 0) ?? throw Missing("pooler.pbm.port"),
+            AllowRemote: ReadBool(pbm, p, "allow-remote") ?? throw Missing("pooler.pbm.allow-remote"));
+    }
+
+    /// <summary>Reads <c>pooler.pbm</c> alone from a whole config (the Lighthouse has no other pooler settings).</summary>
+    public static PbmSettings LoadPbm(Config config)
+    {
+        var reference = Reference();
+        var merged = config.WithFallback(reference);
+        var pooler = RequireObject(merged.Root, "", "pooler");
+        return ReadPbm(RequireObject(pooler, "pooler", "pbm"),
+            reference.Root.GetObject().Items["pooler"].GetObject().Items["pbm"].GetObject().Items.Keys);
+    }
+
+    private static HttpSettings ReadHttp(HoconObject http, IEnumerable<string> known)
+    {
+        const string p = "pooler.http";
+        RejectUnknown(http, p, known);
+        return new HttpSettings(
+            Enabled: ReadBool(http, p, "enabled") ?? throw Missing("pooler.http.enabled"),
+            Host: RequireNonEmptyString(http, p, "host"),
+            Port: ReadPort(http, p, "port", minimum: 0) ?? throw Missing("pooler.http.port"));
     }
 
     private static readonly KeyValuePair<string, VipDriverKind>[] VipDrivers =

@@ -43,6 +43,9 @@ public sealed class Link(long id, IActorRef client, IActorRef clientConn, IActor
     /// <summary>Set when the pooler wants the server back at the next idle point even in session mode (drain).</summary>
     public volatile bool ReleaseWhenIdle;
 
+    /// <summary>When the oldest unanswered unit was sent (Stopwatch timestamp), for query and transaction times.</summary>
+    public long UnitStart;
+
     public int Pending => Volatile.Read(ref _pending);
     public bool IsReleased => Volatile.Read(ref _pending) < 0;
 

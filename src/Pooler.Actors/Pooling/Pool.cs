@@ -32,6 +32,13 @@ public sealed class Pool : ReceiveActor, IWithTimers
     public sealed record Requeue(Waiter Waiter);
     public sealed record UpdateSettings(DatabaseSettings Database, ServerCredentials Credentials);
     public sealed record Reconnect;
+    /// <summary>PAUSE (or KILL when <paramref name="Kill"/>: servers closed at once): the sender gets Done once no server is left.</summary>
+    public sealed record Pause(bool Kill);
+    public sealed record Resume;
+    /// <summary>WAIT_CLOSE: the sender gets Done once no server from before the last RECONNECT/reload is left.</summary>
+    public sealed record WaitClose;
+    public sealed record Done(string Pool);
+    public sealed record GetInfo;
     public sealed record GetStats;
     public sealed record Stats(int Idle, int Active, int Connecting, int Waiting, int Total);
     private sealed record Tick;
@@ -53,6 +60,8 @@ public sealed class Pool : ReceiveActor, IWithTimers
     private long _serverSeq;
     private DateTime _retryAfter = DateTime.MinValue;
     private (string SqlState, string Message)? _lastFailure;
+    private readonly List<IActorRef> _pauseReplies = new();
+    private readonly List<IActorRef> _waitCloseReplies = new();
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -63,6 +72,7 @@ public sealed class Pool : ReceiveActor, IWithTimers
         _db = db;
         _creds = creds;
         _name = $"{db.Name}/{creds.User}";
+        exchange.Counters.WaitHistogram = Ops.PoolerMetrics.WaitSeconds.WithLabels(db.Name, creds.User);
 
         Receive<Login>(OnLogin);
         Receive<Wakeup>(_ => OnWakeup());
@@ -82,6 +92,66 @@ public sealed class Pool : ReceiveActor, IWithTimers
         Receive<UpdateSettings>(OnUpdate);
         Receive<Reconnect>(_ => Retire());
         Receive<GetStats>(_ => Sender.Tell(CurrentStats()));
+        Receive<GetInfo>(_ => Sender.Tell(Info()));
+        Receive<Pause>(OnPause);
+        Receive<Resume>(_ => OnResume());
+        Receive<WaitClose>(_ =>
+        {
+            _waitCloseReplies.Add(Sender);
+            CheckDone();
+        });
+    }
+
+    private Ops.PoolInfo Info()
+    {
+        var oldest = _exchange.OldestWaiterSince();
+        return new Ops.PoolInfo(_db.Name, _creds.User, S.ModeFor(_db).ToString().ToLowerInvariant(), S.PoolSizeFor(_db), S.MinPoolSizeFor(_db),
+            S.ReservePoolSizeFor(_db), S.MaxDbConnectionsFor(_db), _db.Host, _db.Port, _db.DbName, _exchange.Paused,
+            oldest is { } o ? (long)Math.Max(0, (DateTime.UtcNow - o).TotalMicroseconds) : 0, _exchange.Counters.Snapshot());
+    }
+
+    /// <summary>
+    /// PAUSE as PgBouncer: new transactions queue, open ones run to their end, then every server is closed
+    /// (so the database can restart); done once none is left. KILL closes them at once.
+    /// </summary>
+    private void OnPause(Pause m)
+    {
+        if (!_exchange.Paused) _log.Info("pool {0} node {1}: {2}", _name, _rt.NodeName, m.Kill ? "killed" : "paused");
+        _exchange.Paused = true;
+        _pauseReplies.Add(Sender);
+        if (m.Kill)
+            foreach (var server in _servers.Keys) server.Tell(new ServerSession.Close("KILL"));
+        else CloseIdle("PAUSE");
+        CheckDone();
+    }
+
+    private void OnResume()
+    {
+        if (!_exchange.Paused) return;
+        _exchange.Paused = false;
+        _log.Info("pool {0} node {1}: resumed", _name, _rt.NodeName);
+        foreach (var (w, h) in _exchange.MatchWaiters()) h.Server.Tell(new ServerSession.Assign(w, h.IdleSince));
+        Fill();
+    }
+
+    private void CloseIdle(string reason)
+    {
+        foreach (var h in _exchange.TakeIdleWhere(_ => true)) h.Server.Tell(new ServerSession.Close(reason));
+    }
+
+    /// <summary>Answers PAUSE once no server is left, WAIT_CLOSE once none from an older generation is.</summary>
+    private void CheckDone()
+    {
+        if (_pauseReplies.Count > 0 && _servers.Count == 0)
+        {
+            foreach (var r in _pauseReplies) r.Tell(new Done(_name));
+            _pauseReplies.Clear();
+        }
+        if (_waitCloseReplies.Count > 0 && _servers.Values.All(h => h == null || h.Generation == _exchange.Generation))
+        {
+            foreach (var r in _waitCloseReplies) r.Tell(new Done(_name));
+            _waitCloseReplies.Clear();
+        }
     }
 
     protected override void PreStart()
@@ -119,6 +189,7 @@ public sealed class Pool : ReceiveActor, IWithTimers
     /// <summary>Opens servers while clients wait for them (and up to min-pool-size) within the limits.</summary>
     private void Fill()
     {
+        if (_exchange.Paused) { NoteSize(); return; }
         var min = S.MinPoolSizeFor(_db);
         // a pool whose first login waits (its server could not be opened within max-db/user-connections) tries again
         while (_exchange.WaitingCount > _connecting || _servers.Count < min || (_loginWaiters.Count > 0 && _servers.Count == 0))
@@ -187,6 +258,7 @@ public sealed class Pool : ReceiveActor, IWithTimers
             if (handle == null) _connecting--;
             _rt.Budget.Return(_db.Name, _creds.User);
             Fill();
+            CheckDone();
             return;
         }
         _loginWaiters.Remove(actor); // a client died while waiting for the first server
@@ -199,6 +271,7 @@ public sealed class Pool : ReceiveActor, IWithTimers
     private void OnTick()
     {
         var now = DateTime.UtcNow;
+        if (_exchange.Paused) CloseIdle("PAUSE"); // servers released since the PAUSE
         // the cluster lowered this node's quota for the database (another node's clients wait): an idle server goes
         if (_rt.Budget.OverQuota(_db.Name))
         {

@@ -120,10 +120,37 @@ public sealed class PoolExchange
     private readonly LinkedList<Waiter> _waiting = new();
     private int _generation;
     private bool _full;
+    private bool _paused;
 
     public int Generation => Volatile.Read(ref _generation);
+
+    /// <summary>The pool's SHOW STATS totals, added to by its sessions.</summary>
+    public Ops.PoolCounters Counters { get; } = new();
     public int IdleCount { get { lock (_lock) return _idle.Count; } }
     public int WaitingCount { get { lock (_lock) return _waiting.Count; } }
+
+    /// <summary>PAUSE: no client gets a server (new transactions queue), released servers go idle.</summary>
+    public bool Paused
+    {
+        get { lock (_lock) return _paused; }
+        set { lock (_lock) _paused = value; }
+    }
+
+    /// <summary>RESUME: pairs queued clients with idle servers (the pool then assigns each).</summary>
+    public List<(Waiter Waiter, ServerHandle Server)> MatchWaiters()
+    {
+        var pairs = new List<(Waiter, ServerHandle)>();
+        lock (_lock)
+        {
+            while (_waiting.First is { } n && TakeIdle() is { } h)
+            {
+                _waiting.RemoveFirst();
+                n.Value.TakenBy = h.Server;
+                pairs.Add((n.Value, h));
+            }
+        }
+        return pairs;
+    }
 
     /// <summary>Servers opened before this call are closed instead of reused (RECONNECT, reload).</summary>
     public void NewGeneration() => Interlocked.Increment(ref _generation);
@@ -158,6 +185,7 @@ public sealed class PoolExchange
 
     private ServerHandle? TakeIdle()
     {
+        if (_paused) return null;
         while (_idle.Count > 0)
         {
             var h = _idle[^1];
@@ -172,7 +200,7 @@ public sealed class PoolExchange
     {
         lock (_lock)
         {
-            if (_waiting.First is { } n)
+            if (!_paused && _waiting.First is { } n)
             {
                 _waiting.RemoveFirst();
                 n.Value.TakenBy = h.Server;

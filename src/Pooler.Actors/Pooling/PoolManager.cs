@@ -15,6 +15,14 @@ public sealed class PoolManager : ReceiveActor
     public sealed record SettingsChanged(PoolerSettings Settings);
     public sealed record ReconnectAll;
     public sealed record GetPoolStats;
+    /// <summary>PAUSE/KILL [db] (null: every pool); the sender gets Done once every server of those pools closed.</summary>
+    public sealed record Pause(string? Db, bool Kill);
+    public sealed record Resume(string? Db);
+    public sealed record Reconnect(string? Db);
+    public sealed record WaitClose(string? Db);
+    public sealed record Done(int Pools);
+    public sealed record GetInfos;
+    public sealed record Infos(IReadOnlyList<Ops.PoolInfo> Pools);
     public sealed record PoolStats(IReadOnlyDictionary<string, Pool.Stats> Pools);
 
     public static Props Props(PoolerRuntime rt) => Akka.Actor.Props.Create(() => new PoolManager(rt));
@@ -22,6 +30,14 @@ public sealed class PoolManager : ReceiveActor
     private readonly Dictionary<(string Db, string User), (IActorRef Pool, DatabaseSettings Db, ServerCredentials Creds)> _pools = new();
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private int _seq;
+    private readonly HashSet<string> _paused = new(); // databases paused; "*" = all
+
+    /// <summary>Sends <paramref name="message"/> to the pools of <paramref name="db"/> (null: all) and answers Done when all did.</summary>
+    private void All(string? db, object message, TimeSpan timeout)
+    {
+        var asks = _pools.Where(p => db == null || p.Key.Db == db).Select(p => p.Value.Pool.Ask<Pool.Done>(message, timeout)).ToArray();
+        Task.WhenAll(asks).PipeTo(Sender, success: done => new Done(done.Length), failure: e => new Status.Failure(e));
+    }
 
     public PoolManager(PoolerRuntime rt)
     {
@@ -34,6 +50,7 @@ public sealed class PoolManager : ReceiveActor
                 entry = (pool, c.Db, c.Creds);
                 _pools[key] = entry;
                 _log.Info("pool {0}/{1} node {2}: created for {3}:{4}/{5}", c.Db.Name, c.Creds.User, rt.NodeName, c.Db.Host, c.Db.Port, c.Db.DbName);
+                if (_paused.Contains("*") || _paused.Contains(c.Db.Name)) pool.Tell(new Pool.Pause(false), ActorRefs.NoSender);
             }
             else if (entry.Creds.ScramClientKey == null && c.Creds.ScramClientKey != null)
             {
@@ -61,6 +78,29 @@ public sealed class PoolManager : ReceiveActor
             }
         });
         Receive<ReconnectAll>(_ => { foreach (var e in _pools.Values) e.Pool.Tell(new Pool.Reconnect()); });
+        Receive<Pause>(m =>
+        {
+            _paused.Add(m.Db ?? "*");
+            All(m.Db, new Pool.Pause(m.Kill), TimeSpan.FromMinutes(10));
+        });
+        Receive<Resume>(m =>
+        {
+            if (m.Db == null) _paused.Clear(); else _paused.Remove(m.Db);
+            foreach (var (key, e) in _pools)
+                if (!_paused.Contains("*") && !_paused.Contains(key.Db)) e.Pool.Tell(new Pool.Resume());
+            Sender.Tell(new Done(_pools.Count));
+        });
+        Receive<Reconnect>(m =>
+        {
+            foreach (var (key, e) in _pools) if (m.Db == null || key.Db == m.Db) e.Pool.Tell(new Pool.Reconnect());
+            Sender.Tell(new Done(_pools.Count));
+        });
+        Receive<WaitClose>(m => All(m.Db, new Pool.WaitClose(), TimeSpan.FromMinutes(10)));
+        Receive<GetInfos>(_ =>
+        {
+            var asks = _pools.Values.Select(e => e.Pool.Ask<Ops.PoolInfo>(new Pool.GetInfo(), TimeSpan.FromSeconds(5))).ToArray();
+            Task.WhenAll(asks).PipeTo(Sender, success: infos => new Infos(infos), failure: _ => new Infos(asks.Where(a => a.IsCompletedSuccessfully).Select(a => a.Result).ToArray()));
+        });
         ReceiveAsync<GetPoolStats>(async _ =>
         {
             var sender = Sender;

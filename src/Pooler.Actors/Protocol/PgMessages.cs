@@ -12,7 +12,8 @@ public static class MsgType
     // backend
     public const byte Authentication = (byte)'R', ParameterStatus = (byte)'S', BackendKeyData = (byte)'K',
         ReadyForQuery = (byte)'Z', ErrorResponse = (byte)'E', NoticeResponse = (byte)'N', CommandComplete = (byte)'C',
-        CopyInResponse = (byte)'G', CopyOutResponse = (byte)'H', CopyBothResponse = (byte)'W';
+        CopyInResponse = (byte)'G', CopyOutResponse = (byte)'H', CopyBothResponse = (byte)'W',
+        RowDescription = (byte)'T', DataRow = (byte)'D';
 }
 
 /// <summary>Codes carried in the first Int32 of an untyped startup-phase packet.</summary>

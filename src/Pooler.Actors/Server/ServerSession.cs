@@ -1,4 +1,5 @@
 using System.Collections.Frozen;
+using System.Diagnostics;
 using System.Net;
 using System.Text;
 using Akka.Actor;
@@ -15,7 +16,7 @@ namespace Pooler.Actors.Server;
 /// One connection to PostgreSQL. Behaviours: Connecting, LoggingIn, Idle, Internal (the pooler's
 /// own queries: check, SET, reset), Linked (relaying the server's bytes to a client socket).
 /// </summary>
-public sealed class ServerSession : ReceiveActor, IWithTimers
+public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
 {
     public sealed record Spec(DatabaseSettings Db, ServerCredentials Creds, string PoolName);
     /// <summary>From the pool: serve this client (idleSince drives server-check-delay).</summary>
@@ -70,6 +71,10 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private Assign? _pendingAssign;
     private bool _inReady;
     private bool _assignAbandoned;
+    private IPEndPoint? _local;
+    private readonly DateTime _connectedAt = DateTime.UtcNow;
+    private readonly string _id; // Self.Path.Name, for rows read outside the actor (Self needs its context)
+    private long _xactStart; // Stopwatch timestamp of the open transaction's first unit (0: none open)
     private bool _used; // linked to a client at least once (server-lifetime = 0 closes it at its first release)
 
     public ITimerScheduler Timers { get; set; } = null!;
@@ -83,6 +88,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         var max = rt.Settings.MaxPacketSize;
         _buf = new MessageBuffer(max);
         _scan = new FrameScanner([MsgType.ReadyForQuery, MsgType.ParameterStatus], max, 64 * 1024);
+        _id = Self.Path.Name;
         Connecting();
     }
 
@@ -92,6 +98,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     protected override void PreStart()
     {
         Interlocked.Increment(ref _rt.ServerCount);
+        _rt.Connections.AddServer(Self, this);
         _endpoint = IPAddress.TryParse(_spec.Db.Host, out var ip)
             ? new IPEndPoint(ip, _spec.Db.Port)
             : new DnsEndPoint(_spec.Db.Host, _spec.Db.Port);
@@ -102,6 +109,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     protected override void PostStop()
     {
         Interlocked.Decrement(ref _rt.ServerCount);
+        _rt.Connections.RemoveServer(Self);
         if (_link is { } l && !l.IsReleased)
         {
             l.ForceRelease();
@@ -114,9 +122,10 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
 
     private void Connecting()
     {
-        Receive<Tcp.Connected>(_ =>
+        Receive<Tcp.Connected>(c =>
         {
             _conn = Sender;
+            _local = c.LocalAddress as IPEndPoint;
             _flow = new RelayFlow(_conn, Self);
             _conn.Tell(new Tcp.Register(Self));
             var ps = new List<KeyValuePair<string, string>>
@@ -366,7 +375,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     {
         _pendingAssign = null;
         var w = a.Waiter;
-        var link = new Link(Link.NextId(), w.Client, w.ClientConn, Self, _conn, w.Params);
+        var link = new Link(Link.NextId(), w.Client, w.ClientConn, Self, _conn, w.Params) { UnitStart = Stopwatch.GetTimestamp() };
+        _exchange.Counters.Waited(DateTime.UtcNow - w.Since);
         StartRelay(link);
         // the client's waiting query goes out from here; the client hears of the link only if it asked
         if (w.LinkAndFlush(link, _conn, Self)) w.Client.Tell(new Linked(link));
@@ -379,6 +389,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         _used = true;
         _flow.NewTarget();
         _busySince = _idleTxSince = null;
+        _xactStart = 0;
         _scan.Reset();
         EnterReady();
         if (S.QueryTimeout > TimeSpan.Zero || S.IdleTransactionTimeout > TimeSpan.Zero)
@@ -534,6 +545,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
     private void OnServerData(ByteString data)
     {
         var link = _link!;
+        _exchange.Counters.AddSent(data.Count);
         var span = data.ToReadOnlySpan();
         var pos = 0;
         var sawReady = false;
@@ -552,6 +564,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
                 link.UnitDone();
                 _txStatus = _scan.Body[0];
                 sawReady = true;
+                CountUnit(link);
             }
             else if (Payload.TryParameterStatus(_scan.Body, out var n, out var v))
             {
@@ -586,6 +599,21 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         WriteToClient(link, data);
     }
 
+    /// <summary>SHOW STATS: one query answered; a transaction ended when the status is back to idle.</summary>
+    private void CountUnit(Link link)
+    {
+        var now = Stopwatch.GetTimestamp();
+        var counters = _exchange.Counters;
+        counters.Query(now - link.UnitStart);
+        if (_xactStart == 0) _xactStart = link.UnitStart;
+        if (_txStatus == (byte)'I')
+        {
+            counters.Transaction(now - _xactStart);
+            _xactStart = 0;
+        }
+        link.UnitStart = now; // a pipelined next unit was sent no later than this
+    }
+
     private void WriteToClient(Link link, ByteString data) => _flow.Write(link.ClientConn, data, link.ClientAck);
 
     private void AfterRelease(bool runReset)
@@ -613,9 +641,9 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         RefreshSnapshot();
         h.IdleSince = DateTime.UtcNow;
         var lifeOver = S.ServerLifetime > TimeSpan.Zero ? h.IdleSince - h.OpenedAt > S.ServerLifetime : _used; // 0 = use each server once
-        if (h.Generation != _exchange.Generation || lifeOver)
+        if (h.Generation != _exchange.Generation || lifeOver || _exchange.Paused)
         {
-            Terminate("server lifetime over or configuration changed");
+            Terminate(_exchange.Paused ? "pool paused" : "server lifetime over or configuration changed");
             return;
         }
         if (_exchange.TakeWaiterOrPark(h) is { } w) OnAssign(new Assign(w, h.IdleSince));
@@ -674,5 +702,21 @@ public sealed class ServerSession : ReceiveActor, IWithTimers
         link.Client.Tell(new Lost(link, sqlState, message));
         _link = null;
         Terminate(message);
+    }
+
+    /// <summary>SHOW SERVERS row; read from the OpsAgent's thread (display only).</summary>
+    Ops.ConnRow Ops.IConnView.Row()
+    {
+        var handle = _handle;
+        var link = _link;
+        var state = handle == null ? "login"
+            : link != null ? "active"
+            : !_inReady ? "tested"
+            : DateTime.UtcNow - handle.IdleSince >= S.ServerCheckDelay && !string.IsNullOrWhiteSpace(S.ServerCheckQuery) ? "used"
+            : "idle";
+        var busyAt = link != null ? DateTime.UtcNow : handle?.IdleSince ?? _connectedAt;
+        return new Ops.ConnRow("S", _spec.Creds.User, _spec.Db.Name, state, _spec.Db.Host, _spec.Db.Port,
+            _local is { } l ? (l.Address.IsIPv4MappedToIPv6 ? l.Address.MapToIPv4() : l.Address).ToString() : "", _local?.Port ?? 0, _connectedAt, busyAt, 0, _id,
+            link?.Client.Path.Name ?? "", _backendPid, link?.Params.Get("application_name") ?? "", _rt.NodeName);
     }
 }
