@@ -38,6 +38,9 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
         _dir = TestDirectory.Create("pooler-host");
         _args = extraArgs?.ToList() ?? new List<string>();
         _env = extraEnv?.ToDictionary(kv => kv.Key, kv => kv.Value) ?? new Dictionary<string, string?>();
+        // pbm and HTTP endpoints on free ports unless a test asks for given ones (read back with PbmPortAsync/HttpPortAsync)
+        _env.TryAdd("POOLER__PBM__PORT", "0");
+        _env.TryAdd("POOLER__HTTP__PORT", "0");
         File.WriteAllText(UsersFile, usersFileText ?? DefaultUsersFileText());
         WriteConfig(configText);
     }
@@ -185,6 +188,20 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
         }
         throw new TimeoutException($"the pooler process did not accept connections on port {(expected > 0 ? expected : Port)} within {limit.TotalSeconds} s\n{OutputText}");
     }
+
+    [GeneratedRegex(@"pbm endpoint on [^\s:]+:(\d+)")]
+    private static partial Regex PbmLine();
+
+    [GeneratedRegex(@"http endpoint on [^\s:]+:(\d+)")]
+    private static partial Regex HttpLine();
+
+    /// <summary>The port of the process's pbm command endpoint (from its "pbm endpoint on HOST:PORT" line).</summary>
+    public async Task<int> PbmPortAsync(TimeSpan? timeout = null)
+        => int.Parse(PbmLine().Match(await WaitForOutputAsync(l => PbmLine().IsMatch(l), "pbm endpoint line", timeout).ConfigureAwait(false)).Groups[1].Value, CultureInfo.InvariantCulture);
+
+    /// <summary>The port of the process's HTTP endpoint (from its "http endpoint on HOST:PORT" line).</summary>
+    public async Task<int> HttpPortAsync(TimeSpan? timeout = null)
+        => int.Parse(HttpLine().Match(await WaitForOutputAsync(l => HttpLine().IsMatch(l), "http endpoint line", timeout).ConfigureAwait(false)).Groups[1].Value, CultureInfo.InvariantCulture);
 
     [GeneratedRegex(@"listening on [^\s:]+:(\d+)")]
     private static partial Regex ListeningLine();
