@@ -160,6 +160,11 @@ public sealed class SettingsLoaderTests : IDisposable
               ignore-startup-parameters = [extra_float_digits, application_name, "search_path"]
               shutdown-timeout = 45s
               max-packet-size = 65536
+              admin-users = [ops, "root"]
+              stats-users = "grafana,exporter"
+              stats-period = 15s
+              pbm { enabled = off, host = "0.0.0.0", port = 9200, allow-remote = on }
+              http { enabled = off, host = "10.0.0.2", port = 0 }
               vip {
                 driver = script, address = "203.0.113.7", interface = "ens5", port = 5432, lifetime = 9s
                 up-command = "cloud-ip attach", down-command = "cloud-ip detach", ip-command = "/sbin/ip", arping-command = "/usr/sbin/arping"
@@ -199,6 +204,11 @@ public sealed class SettingsLoaderTests : IDisposable
         Assert.Equal(["extra_float_digits", "application_name", "search_path"], s.IgnoreStartupParameters);
         Assert.Equal(TimeSpan.FromSeconds(45), s.ShutdownTimeout);
         Assert.Equal(65536, s.MaxPacketSize);
+        Assert.Equal(["ops", "root"], s.AdminUsers);
+        Assert.Equal(["grafana", "exporter"], s.StatsUsers);
+        Assert.Equal(TimeSpan.FromSeconds(15), s.StatsPeriod);
+        Assert.Equal(new PbmSettings(false, "0.0.0.0", 9200, true), s.Pbm);
+        Assert.Equal(new HttpSettings(false, "10.0.0.2", 0), s.Http);
         Assert.Equal(new VipSettings(VipDriverKind.Script, "203.0.113.7", "ens5", 5432, TimeSpan.FromSeconds(9),
             "cloud-ip attach", "cloud-ip detach", "/sbin/ip", "/usr/sbin/arping"), s.Vip);
 
@@ -213,19 +223,39 @@ public sealed class SettingsLoaderTests : IDisposable
     }
 
     [Fact]
+    public void Ops_endpoints_default_to_pbm_9110_and_http_8404_on_loopback()
+    {
+        var s = LoadSets();
+        Assert.Equal(new PbmSettings(true, "127.0.0.1", 9110, false), s.Pbm);
+        Assert.Equal(new HttpSettings(true, "127.0.0.1", 8404), s.Http);
+        Assert.Empty(s.AdminUsers);
+        Assert.Equal(TimeSpan.FromSeconds(60), s.StatsPeriod);
+        Assert.Equal(new PbmSettings(true, "127.0.0.1", 9111, false), SettingsLoader.LoadPbm(ConfigurationFactory.ParseString("pooler.pbm.port = 9111")));
+    }
+
+    [Theory]
+    [InlineData("pooler.pbm.port=70000", "pooler.pbm.port")]
+    [InlineData("pooler.pbm.enabled=maybe", "pooler.pbm.enabled")]
+    [InlineData("pooler.pbm.hots=x", "pooler.pbm.hots")]
+    [InlineData("pooler.http.port=-1", "pooler.http.port")]
+    [InlineData("pooler.http.host=", "pooler.http.host")]
+    [InlineData("pooler.stats-period=0", "pooler.stats-period")]
+    public void Ops_mistakes_are_refused_naming_the_key(string set, string key) => Assert.Equal(key, Invalid(null, set).Key);
+
+    [Fact]
     public void Every_reference_key_is_covered_by_the_every_key_test()
     {
         // If someone adds a setting to reference.conf, Load must learn it (and the test above must set it).
         var keys = SettingsLoader.Reference().GetConfig("pooler").AsEnumerable().Select(kv => kv.Key).Order().ToArray();
         Assert.Equal(new[]
         {
-            "auth", "client-idle-timeout", "client-login-timeout", "databases", "default-pool-size",
-            "idle-transaction-timeout", "ignore-startup-parameters", "listen", "max-client-conn",
-            "max-db-connections", "max-packet-size", "max-user-connections", "min-pool-size", "pool-mode",
+            "admin-users", "auth", "client-idle-timeout", "client-login-timeout", "databases", "default-pool-size",
+            "http", "idle-transaction-timeout", "ignore-startup-parameters", "listen", "max-client-conn",
+            "max-db-connections", "max-packet-size", "max-user-connections", "min-pool-size", "pbm", "pool-mode",
             "query-timeout", "query-wait-timeout", "reserve-pool-size", "reserve-pool-timeout",
             "server-check-delay", "server-check-query", "server-connect-timeout", "server-idle-timeout",
             "server-lifetime", "server-login-retry", "server-reset-query", "server-reset-query-always",
-            "shutdown-timeout", "vip",
+            "shutdown-timeout", "stats-period", "stats-users", "vip",
         }, keys);
     }
 
