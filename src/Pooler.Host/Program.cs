@@ -83,7 +83,7 @@ log.Info("listening on {0}:{1}", settings.Listen.Host, service.Port);
 
 // RELOAD (SIGHUP, admin console, pbm): one at a time; an invalid file keeps the current settings
 var reloadGate = new object();
-string? ReloadConfig()
+string? ReloadConfig(string source)
 {
     lock (reloadGate)
     {
@@ -92,17 +92,17 @@ string? ReloadConfig()
             var (_, reloaded) = options.Load(HostOptions.ProcessEnvironment());
             service.Reload(reloaded);
             Volatile.Write(ref settings, reloaded);
-            log.Info("configuration reloaded");
+            log.Info("{0}: configuration reloaded", source);
             return null;
         }
         catch (Exception e) when (e is ConfigException or IOException or UnauthorizedAccessException or FormatException)
         {
-            log.Error("reload refused, keeping the current settings: {0}", e.Message);
+            log.Error("{0}: invalid configuration, keeping the current settings: {1}", source, e.Message);
             return e.Message;
         }
     }
 }
-service.Runtime.Control = new HostControl(ReloadConfig, drain => signals.Writer.TryWrite(drain ? PosixSignal.SIGTERM : PosixSignal.SIGQUIT));
+service.Runtime.Control = new HostControl(() => ReloadConfig("RELOAD"), drain => signals.Writer.TryWrite(drain ? PosixSignal.SIGTERM : PosixSignal.SIGQUIT));
 
 ClusterNode? clusterNode = null;
 var leaving = false;
@@ -148,7 +148,7 @@ await foreach (var signal in signals.Reader.ReadAllAsync())
         stopReason = signal.ToString()!;
         break;
     }
-    ReloadConfig();
+    ReloadConfig("SIGHUP");
 }
 
 // SIGQUIT stands for the console's SHUTDOWN: leave in order, but do not wait for open transactions
