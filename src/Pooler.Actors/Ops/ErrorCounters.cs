@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Collections.Immutable;
 using System.Net.Sockets;
 using Pooler.Actors.Config;
 
@@ -12,7 +11,8 @@ public sealed class ErrorCounters
 
     public void Add(string sqlState) => _bySqlState.AddOrUpdate(sqlState, 1, (_, n) => n + 1);
 
-    public IReadOnlyDictionary<string, long> Snapshot() => _bySqlState.ToImmutableSortedDictionary();
+    /// <summary>A plain dictionary: reports cross nodes with the default JSON serializer, which cannot rebuild immutable ones.</summary>
+    public IReadOnlyDictionary<string, long> Snapshot() => new Dictionary<string, long>(_bySqlState);
 }
 
 /// <summary>

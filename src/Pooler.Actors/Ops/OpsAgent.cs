@@ -106,7 +106,7 @@ public sealed class OpsAgent : ReceiveActor, IWithTimers
         var node = rt?.NodeName ?? Address;
         if (rt == null)
             return new NodeReport(node, Address, _roles, AdminConsole.Version, DateTime.UtcNow, false, true, 0, 0, [], rows ? [] : null, rows ? [] : null,
-                ImmutableDictionary<string, long>.Empty);
+                new Dictionary<string, long>());
         var infos = (await rt.PoolManager.Ask<PoolManager.Infos>(new PoolManager.GetInfos(), TimeSpan.FromSeconds(5))).Pools;
         var clients = rt.Connections.Clients().Select(c => c.Row).ToList();
         var servers = rt.Connections.Servers().Select(c => c.Row).ToList();
@@ -221,6 +221,10 @@ public sealed class OpsAgent : ReceiveActor, IWithTimers
             return AdminConsole.Rows(ConsoleTables.Pools(reports.Where(r => r.Roles.Contains(ClusterNode.Role) || !Clustered).OrderBy(r => r.Node), 0, withNode: true));
         }
         var node = await LocalReport(subject is "CLIENTS" or "SERVERS" or "LISTS" or "POOLS");
+        // pause state of databases without a pool (paused before their first client) is known to the manager only
+        var paused = subject is "DATABASES" or "STATE"
+            ? (await rt.PoolManager.Ask<PoolManager.PausedDatabases>(new PoolManager.GetPaused(), TimeSpan.FromSeconds(5))).Databases
+            : [];
         var consoleClients = node.ClientRows?.Count(c => AdminConsole.IsConsoleDatabase(c.Database)) ?? 0;
         var users = rt.Users?.Users.ToList() ?? [];
         return AdminConsole.Rows(subject switch
@@ -232,11 +236,11 @@ public sealed class OpsAgent : ReceiveActor, IWithTimers
             "TOTALS" => ConsoleTables.Totals(node),
             "CLIENTS" => ConsoleTables.Connections(node.ClientRows!),
             "SERVERS" => ConsoleTables.Connections(node.ServerRows!),
-            "DATABASES" => ConsoleTables.Databases(rt.Settings, node),
+            "DATABASES" => ConsoleTables.Databases(rt.Settings, node, paused),
             "USERS" => ConsoleTables.Users(users),
             "CONFIG" => ConsoleTables.Config(ConsoleTables.ConfigRows(rt.Settings, Defaults)),
             "LISTS" => ConsoleTables.Lists(rt.Settings, node, users.Count),
-            "STATE" => ConsoleTables.State(node),
+            "STATE" => ConsoleTables.State(node, paused),
             _ => throw new InvalidOperationException($"SHOW {subject} is not implemented"),
         });
     }
@@ -282,10 +286,8 @@ public sealed class OpsAgent : ReceiveActor, IWithTimers
                 await pools.Ask<PoolManager.Done>(new PoolManager.Pause(c.Database, true), TimeSpan.FromMinutes(1));
                 return new(true, $"database {c.Database} killed: its clients were closed; new ones wait for RESUME");
             case "RESUME":
-                if (c.Database != null && !(await pools.Ask<PoolManager.Infos>(new PoolManager.GetInfos(), TimeSpan.FromSeconds(5))).Pools
-                        .Any(p => p.Database == c.Database && p.Paused))
+                if (await pools.Ask<object>(new PoolManager.Resume(c.Database), TimeSpan.FromSeconds(5)) is PoolManager.NotPaused)
                     return new(false, $"database {c.Database} is not paused");
-                await pools.Ask<PoolManager.Done>(new PoolManager.Resume(c.Database), TimeSpan.FromSeconds(5));
                 return new(true, c.Database == null ? "every pool resumed" : $"database {c.Database} resumed");
             case "RECONNECT":
                 await pools.Ask<PoolManager.Done>(new PoolManager.Reconnect(c.Database), TimeSpan.FromSeconds(5));
