@@ -31,6 +31,9 @@ public sealed class PoolerRuntime(PoolerSettings settings, UserList? users)
 
     public DateTime StartedAt { get; } = DateTime.UtcNow;
 
+    /// <summary>The port the listener bound (pooler.listen.port may be 0).</summary>
+    public int ListenPort { get; internal set; }
+
     /// <summary>Live counts for tests, stats and the leak checks.</summary>
     public int ClientCount;
     public int ServerCount;

@@ -56,7 +56,8 @@ public sealed class PoolerService
             system.Stop(manager);
             throw;
         }
-        return new PoolerService(system, rt, listener, manager, ((IPEndPoint)local).Port);
+        rt.ListenPort = ((IPEndPoint)local).Port;
+        return new PoolerService(system, rt, listener, manager, rt.ListenPort);
     }
 
     private static string ResolveHost(string host) => host switch

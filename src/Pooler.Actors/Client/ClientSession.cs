@@ -748,7 +748,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
         var waiting = waiter != null && waiter.Link == null;
         var (addr, port) = Ops.AdminConsole.SplitEndpoint(_remote);
         var requestAt = DateTime.UtcNow - TimeSpan.FromMilliseconds(Environment.TickCount64 - Volatile.Read(ref _lastActivity));
-        return new Ops.ConnRow("C", _user, _database, waiting ? "waiting" : "active", addr, port, S.Listen.Host, S.Listen.Port,
+        return new Ops.ConnRow("C", _user, _database, waiting ? "waiting" : "active", addr, port, S.Listen.Host, _rt.ListenPort,
             _connectedAt, requestAt, waiting ? (long)(DateTime.UtcNow - waiter!.Since).TotalMicroseconds : 0,
             _id, link?.Server.Path.Name ?? "", _keyPid, _params.Get("application_name") ?? "", _rt.NodeName);
     }

@@ -269,7 +269,8 @@ public sealed class PbmCommands(ActorSystem system, IActorRef ops)
         if (target == null) return PbmResult.Fail($"no member at {node}");
         var proxy = system.ActorSelection("/user/vip-owner-proxy");
         var r = await proxy.Ask<VipOwner.MoveResult>(new VipOwner.MoveTo(target.ToString()), TimeSpan.FromSeconds(15));
-        return r.Ok ? Ok([$"VIP moved to {target}: {r.Message}"], new { ok = true, holder = target.ToString(), message = r.Message }) : PbmResult.Fail(r.Message);
+        // the owner's message already names the node ("the VIP is moving to X", "the VIP is already on X")
+        return r.Ok ? Ok([r.Message], new { ok = true, holder = target.ToString(), message = r.Message }) : PbmResult.Fail(r.Message);
     }
 
     private async Task<PbmResult> NodeStatus()
