@@ -113,7 +113,8 @@ public static class ConsoleTables
         return rs;
     }
 
-    public static ResultSet Databases(PoolerSettings s, NodeReport node)
+    /// <param name="paused">Databases paused by name ("*": every one), as PoolManager.GetPaused answers.</param>
+    public static ResultSet Databases(PoolerSettings s, NodeReport node, IReadOnlyCollection<string> paused)
     {
         var rs = new ResultSet(("name", T), ("host", T), ("port", I4), ("database", T), ("force_user", T), ("pool_size", I4), ("min_pool_size", I4),
             ("reserve_pool", I4), ("pool_mode", T), ("max_connections", I4), ("current_connections", I4), ("paused", I4), ("disabled", I4));
@@ -125,7 +126,7 @@ public static class ConsoleTables
             var pools = node.Pools.Where(p => p.Info.Database == name).ToList();
             rs.Add(name, db.Host, db.Port, db.DbName, db.User, s.PoolSizeFor(db), s.MinPoolSizeFor(db), s.ReservePoolSizeFor(db),
                 db.PoolMode?.ToString().ToLowerInvariant(), s.MaxDbConnectionsFor(db),
-                pools.Sum(p => p.SvActive + p.SvIdle + p.SvUsed + p.SvTested + p.SvLogin), pools.Count > 0 && pools.All(p => p.Info.Paused), 0);
+                pools.Sum(p => p.SvActive + p.SvIdle + p.SvUsed + p.SvTested + p.SvLogin), paused.Contains(name), 0);
         }
         rs.Add("pgbouncer", null, s.Listen.Port, "pgbouncer", "pgbouncer", 2, 0, 0, "statement", 0, 0, 0, 0);
         return rs;
@@ -188,10 +189,10 @@ public static class ConsoleTables
 
     public static ResultSet Version() => new ResultSet(("version", T)).Add(AdminConsole.Version);
 
-    /// <summary>SHOW STATE (PgBouncer 1.19+): whether the node runs, is paused or suspended.</summary>
-    public static ResultSet State(NodeReport node)
+    /// <summary>SHOW STATE (PgBouncer 1.19+): whether the node runs, is paused (PAUSE without a database) or suspended.</summary>
+    public static ResultSet State(NodeReport node, IReadOnlyCollection<string> pausedDatabases)
     {
-        var paused = node.Pools.Count > 0 && node.Pools.All(p => p.Info.Paused);
+        var paused = pausedDatabases.Contains("*");
         return new ResultSet(("key", T), ("value", T)).Add("active", !node.Draining && !paused ? "yes" : "no")
             .Add("paused", paused ? "yes" : "no").Add("suspended", "no");
     }

@@ -176,7 +176,8 @@ public sealed class Pool : ReceiveActor, IWithTimers
         if (InBackoff) { m.Client.Tell(new Failure(_lastFailure!.Value.SqlState, _lastFailure.Value.Message)); return; }
         _loginWaiters.Add(m.Client);
         Context.Watch(m.Client);
-        if (_servers.Count == 0) OpenServer(force: true);
+        // a paused pool opens nothing (the database may be restarting): RESUME's Fill opens the first server
+        if (_servers.Count == 0 && !_exchange.Paused) OpenServer(force: true);
     }
 
     private void OnWakeup()

@@ -17,7 +17,12 @@ public sealed class PoolManager : ReceiveActor
     public sealed record GetPoolStats;
     /// <summary>PAUSE/KILL [db] (null: every pool); the sender gets Done once every server of those pools closed.</summary>
     public sealed record Pause(string? Db, bool Kill);
+    /// <summary>RESUME [db]: answered Done, or NotPaused when that database was not paused by name (PgBouncer's rule).</summary>
     public sealed record Resume(string? Db);
+    public sealed record NotPaused(string Db);
+    /// <summary>The databases PAUSEd or KILLed by name, "*" for a PAUSE of every database; answered with PausedDatabases.</summary>
+    public sealed record GetPaused;
+    public sealed record PausedDatabases(IReadOnlyCollection<string> Databases);
     public sealed record Reconnect(string? Db);
     public sealed record WaitClose(string? Db);
     public sealed record Done(int Pools);
@@ -85,11 +90,14 @@ public sealed class PoolManager : ReceiveActor
         });
         Receive<Resume>(m =>
         {
+            // asked here, not of the pools: a database paused before its first client has no pool yet
+            if (m.Db != null && !_paused.Contains(m.Db)) { Sender.Tell(new NotPaused(m.Db)); return; }
             if (m.Db == null) _paused.Clear(); else _paused.Remove(m.Db);
             foreach (var (key, e) in _pools)
                 if (!_paused.Contains("*") && !_paused.Contains(key.Db)) e.Pool.Tell(new Pool.Resume());
             Sender.Tell(new Done(_pools.Count));
         });
+        Receive<GetPaused>(_ => Sender.Tell(new PausedDatabases(_paused.ToArray())));
         Receive<Reconnect>(m =>
         {
             foreach (var (key, e) in _pools) if (m.Db == null || key.Db == m.Db) e.Pool.Tell(new Pool.Reconnect());
