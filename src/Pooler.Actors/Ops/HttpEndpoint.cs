@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
+using Pooler.Actors.Cluster;
 using Pooler.Actors.Config;
 using Prometheus;
 
@@ -34,8 +35,8 @@ public sealed class HttpEndpoint : IAsyncDisposable
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        var host = settings.Host is "*" or "" ? "0.0.0.0" : settings.Host == "localhost" ? "127.0.0.1" : settings.Host;
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Parse(host), settings.Port));
+        var listen = await ListenAddressAsync(settings.Host);
+        builder.WebHost.ConfigureKestrel(k => k.Listen(listen, settings.Port));
         var app = builder.Build();
         var clustered = system.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal);
         var timeout = TimeSpan.FromSeconds(5);
@@ -50,8 +51,16 @@ public sealed class HttpEndpoint : IAsyncDisposable
         });
         app.MapGet("/health", async (HttpContext ctx) =>
         {
-            var node = await ops.Ask<NodeReport>(new OpsAgent.GetReport(false), timeout);
             var status = clustered ? Akka.Cluster.Cluster.Get(system).SelfMember.Status.ToString() : "Up";
+            NodeReport node;
+            try { node = await ops.Ask<NodeReport>(new OpsAgent.GetReport(false), timeout); }
+            catch (Exception e) when (e is AskTimeoutException or TaskCanceledException)
+            {
+                // a node too busy or too far into its shutdown to answer should not get traffic either
+                ctx.Response.StatusCode = 503;
+                await ctx.Response.WriteAsJsonAsync(new { status = "unavailable", reason = "the node did not answer", member = status });
+                return;
+            }
             var reason = node.Draining ? "draining" : status != "Up" ? $"cluster member status {status}" : !node.BackendReachable ? "no backend reachable" : null;
             ctx.Response.StatusCode = reason == null ? 200 : 503;
             await ctx.Response.WriteAsJsonAsync(new { status = reason == null ? "ok" : "unavailable", reason, member = status, node.Draining, backend_reachable = node.BackendReachable });
@@ -59,14 +68,18 @@ public sealed class HttpEndpoint : IAsyncDisposable
         app.MapGet("/stats.json", async (HttpContext ctx) =>
         {
             var cluster = await Cluster();
-            var reports = clustered ? (await OpsAgent.GatherAsync(system, false, timeout)).Reports : [await ops.Ask<NodeReport>(new OpsAgent.GetReport(false), timeout)];
+            var (reports, missing) = clustered ? await OpsAgent.GatherAsync(system, false, timeout) : ([await ops.Ask<NodeReport>(new OpsAgent.GetReport(false), timeout)], []);
+            // pooler nodes only (the Lighthouse has no pools; it is among the members); one that did not answer is named, not left out
+            bool Pooler(IEnumerable<string> roles) => !clustered || roles.Contains(ClusterNode.Role);
+            var silent = missing.Where(a => cluster?.Members.FirstOrDefault(m => m.Address == a) is not { } m || Pooler(m.Roles)).Order(StringComparer.Ordinal);
             ctx.Response.ContentType = "application/json";
             await JsonSerializer.SerializeAsync(ctx.Response.Body, new
             {
                 generated = DateTime.UtcNow,
                 members = cluster?.Members ?? [],
                 vip = cluster?.Vip,
-                nodes = reports.OrderBy(r => r.Node).Select(r => new
+                missing = silent,
+                nodes = reports.Where(r => Pooler(r.Roles)).OrderBy(r => r.Node, StringComparer.Ordinal).Select(r => new
                 {
                     r.Node, r.Address, r.Roles, r.Draining, r.BackendReachable, r.Clients, r.Servers, r.StartedAt,
                     pools = r.Pools.Select(p => new
@@ -85,6 +98,17 @@ public sealed class HttpEndpoint : IAsyncDisposable
             ? server.Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault() : null;
         var port = address != null ? new Uri(address.Replace("0.0.0.0", "127.0.0.1")).Port : settings.Port;
         return new HttpEndpoint(app, port);
+    }
+
+    /// <summary>The address to listen on: <c>*</c> or empty for every IPv4 interface, an IP address, or a host name resolved once.</summary>
+    private static async Task<IPAddress> ListenAddressAsync(string host)
+    {
+        if (host is "*" or "") return IPAddress.Any;
+        if (host == "localhost") return IPAddress.Loopback;
+        if (IPAddress.TryParse(host, out var ip)) return ip;
+        var found = await Dns.GetHostAddressesAsync(host);
+        return found.FirstOrDefault(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork) ?? found.FirstOrDefault()
+            ?? throw new InvalidOperationException($"{host} resolves to no address");
     }
 
     public async ValueTask DisposeAsync()

@@ -5,7 +5,8 @@ namespace Pooler.Actors.Ops;
 /// <summary>
 /// The Prometheus series (prometheus-net, default registry). Gauges and counters are set from the node's
 /// report at each scrape (counters move forward with IncTo); the wait histogram is observed when a
-/// queued client gets its server.
+/// queued client gets its server. The series of a member that left the cluster are removed, so that a
+/// replaced node does not keep exporting its last values.
 /// </summary>
 public static class PoolerMetrics
 {
@@ -38,10 +39,19 @@ public static class PoolerMetrics
     private static readonly Gauge Unreachable = Metrics.CreateGauge("pooler_cluster_unreachable_members", "Members this node sees as unreachable.");
 
     private static readonly string[] ServerStates = ["active", "idle", "used", "tested", "login"];
-    private static readonly string[] MemberStatuses = ["Joining", "WeaklyUp", "Up", "Leaving", "Exiting", "Down", "Removed"];
+    private static readonly string[] MemberStatuses = Enum.GetNames<Akka.Cluster.MemberStatus>();
+
+    // scrapes may run concurrently: one at a time, so that a member's series is not removed while another scrape sets it
+    private static readonly object Gate = new();
+    private static HashSet<string> _members = [];
 
     /// <summary>Brings every series up to date with this report (called before each scrape).</summary>
     public static void Update(NodeReport node, OpsAgent.ClusterReport? cluster)
+    {
+        lock (Gate) UpdateLocked(node, cluster);
+    }
+
+    private static void UpdateLocked(NodeReport node, OpsAgent.ClusterReport? cluster)
     {
         foreach (var p in node.Pools)
         {
@@ -67,7 +77,10 @@ public static class PoolerMetrics
         Backend.Set(node.BackendReachable ? 1 : 0);
         if (cluster == null) return;
         VipHeld.Set(cluster.Vip?.HeldHere == true ? 1 : 0);
-        foreach (var m in cluster.Members) VipOwner.WithLabels(m.Address).Set(cluster.Vip?.Holder == m.Address ? 1 : 0);
+        var members = cluster.Members.Select(m => m.Address).ToHashSet();
+        foreach (var m in members) VipOwner.WithLabels(m).Set(cluster.Vip?.Holder == m ? 1 : 0);
+        foreach (var gone in _members.Where(m => !members.Contains(m))) VipOwner.RemoveLabelled(gone);
+        _members = members;
         foreach (var s in MemberStatuses) Members.WithLabels(s).Set(cluster.Members.Count(m => m.Status == s));
         Unreachable.Set(cluster.Members.Count(m => !m.Reachable));
     }
