@@ -15,74 +15,20 @@ namespace Pooler.Tests.Cluster;
 [Collection(PostgresCollection.Name)]
 public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper output)
 {
-    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan StartTimeout = LoopbackCluster.StartTimeout;
 
-    private sealed class Cluster : IAsyncDisposable
-    {
-        public required PoolerProcess Lighthouse { get; init; }
-        public required int SeedPort { get; init; }
-        public required string VipHost { get; init; }
-        public required int VipPort { get; init; }
-        public List<PoolerProcess> Nodes { get; } = new();
+    private Task<LoopbackCluster> StartLighthouseAsync() => LoopbackCluster.StartAsync(output);
 
-        /// <summary>Every line any process printed: the cluster leader (lowest address) logs membership changes.</summary>
-        public IEnumerable<string> AllLines => Nodes.Append(Lighthouse).SelectMany(p => p.OutputLines);
+    /// <summary>A pooler node; trust: the raw protocol client below sees its cancel key without a SCRAM exchange.</summary>
+    private async Task<PoolerProcess> StartNodeAsync(LoopbackCluster cluster, string settings = "", int? clusterPort = null)
+        => (await cluster.StartNodeAsync(pg, "auth.type = trust\n" + settings, clusterPort)).Process;
 
-        public ITestOutputHelper? Output { get; set; }
-
-        public async ValueTask DisposeAsync()
-        {
-            // what each process said, for the test's own output (kept short: the lines that explain a failover)
-            if (Output is { } o)
-                foreach (var (p, i) in Nodes.Append(Lighthouse).Select((p, i) => (p, i)))
-                    foreach (var l in p.OutputLines.Where(l => l.Contains("vip", StringComparison.OrdinalIgnoreCase)
-                        || l.Contains("SBR", StringComparison.Ordinal) || l.Contains("nreachable", StringComparison.Ordinal)
-                        || l.Contains("[Down]", StringComparison.Ordinal)).TakeLast(40))
-                        o.WriteLine($"[{(p == Lighthouse ? "lighthouse" : $"node{i + 1}")}] {l}");
-            foreach (var n in Nodes) await n.DisposeAsync();
-            await Lighthouse.DisposeAsync();
-        }
-    }
-
-    private async Task<Cluster> StartLighthouseAsync()
-    {
-        var seedPort = FreePort.Next();
-        // a loopback address of this test's own for the VIP (all of 127.0.0.0/8 is local on Linux)
-        var vipHost = $"127.0.{Random.Shared.Next(1, 255)}.{Random.Shared.Next(2, 254)}";
-        var lighthouse = new PoolerProcess("akka.cluster.roles = [\"lighthouse\"]\nakka.actor.provider = cluster\nakka.cluster.seed-nodes = []\n",
-            extraEnv: new Dictionary<string, string?> { ["CLUSTER_IP"] = "127.0.0.1", ["CLUSTER_PORT"] = seedPort.ToString(CultureInfo.InvariantCulture) },
-            program: PoolerProcess.LighthouseDll);
-        lighthouse.Start();
-        await lighthouse.WaitForOutputAsync(l => l.Contains($"to [Up]", StringComparison.Ordinal), "the lighthouse is Up", StartTimeout);
-        return new Cluster { Lighthouse = lighthouse, SeedPort = seedPort, VipHost = vipHost, VipPort = FreePort.Next(), Output = output };
-    }
-
-    private async Task<PoolerProcess> StartNodeAsync(Cluster cluster, string settings = "", int? clusterPort = null)
-    {
-        var remotePort = clusterPort ?? FreePort.Next();
-        // trust: the raw protocol client below sees its cancel key without a SCRAM exchange
-        var config = PoolerProcess.DefaultConfig(pg, settings: $$"""
-            auth.type = trust
-            {{settings}}
-            vip { driver = bind, address = "{{cluster.VipHost}}", port = {{cluster.VipPort}}, lifetime = 3s }
-            """) + $$"""
-
-            akka.remote.dot-netty.tcp.port = {{remotePort}}
-            akka.cluster.seed-nodes = ["akka.tcp://pooler@127.0.0.1:{{cluster.SeedPort}}"]
-            """;
-        var node = await PoolerProcess.StartAsync(config, timeout: StartTimeout);
-        cluster.Nodes.Add(node);
-        await Eventually.True(() => cluster.AllLines.Any(l => l.Contains($"127.0.0.1:{remotePort}] to [Up]", StringComparison.Ordinal)),
-            $"node {remotePort} is Up", StartTimeout);
-        return node;
-    }
-
-    private string VipConnectionString(Cluster c) => new NpgsqlConnectionStringBuilder(pg.ConnectionString(PostgresFixture.ScramUser))
+    private string VipConnectionString(LoopbackCluster c) => new NpgsqlConnectionStringBuilder(pg.ConnectionString(PostgresFixture.ScramUser))
     {
         Host = c.VipHost, Port = c.VipPort, Pooling = false, Timeout = 3,
     }.ConnectionString;
 
-    private async Task<bool> WorksAsync(Cluster c)
+    private async Task<bool> WorksAsync(LoopbackCluster c)
     {
         try
         {
@@ -98,10 +44,10 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
     }
 
     /// <summary>Two pooler nodes; the first (the oldest) holds the VIP and a client gets through it.</summary>
-    private async Task<(PoolerProcess First, PoolerProcess Second)> StartTwoNodesAsync(Cluster cluster, string settings = "")
+    private async Task<(PoolerProcess First, PoolerProcess Second)> StartTwoNodesAsync(LoopbackCluster cluster, string settings = "")
     {
         var first = await StartNodeAsync(cluster, settings);
-        await first.WaitForOutputAsync(IsHoldingLine, "the first node holds the VIP", StartTimeout);
+        await first.WaitForOutputAsync(LoopbackCluster.IsHoldingLine, "the first node holds the VIP", StartTimeout);
         var second = await StartNodeAsync(cluster, settings);
         await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP", TimeSpan.FromSeconds(20));
         Assert.False(Holds(second));
@@ -109,9 +55,7 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
     }
 
     /// <summary>The line a node logs when it has put the VIP up.</summary>
-    private static bool IsHoldingLine(string line) => line.Contains("holding the VIP", StringComparison.Ordinal);
-
-    private static bool Holds(PoolerProcess node) => node.OutputLines.Any(IsHoldingLine);
+    private static bool Holds(PoolerProcess node) => node.OutputLines.Any(LoopbackCluster.IsHoldingLine);
 
     [Fact]
     public async Task The_vip_moves_to_the_surviving_node_within_5_s_of_a_kill_9_of_its_owner()
@@ -139,7 +83,7 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
 
         Assert.True(first.Terminate());
         var watch = Stopwatch.StartNew();
-        await second.WaitForOutputAsync(IsHoldingLine, "the second node takes the VIP", TimeSpan.FromSeconds(10));
+        await second.WaitForOutputAsync(LoopbackCluster.IsHoldingLine, "the second node takes the VIP", TimeSpan.FromSeconds(10));
         await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP on the new owner", TimeSpan.FromSeconds(10), TimeSpan.FromMilliseconds(20));
         var handOver = watch.Elapsed;
         output.WriteLine($"SIGTERM of the owner -> VIP working on the next node: {handOver.TotalMilliseconds:F0} ms");
@@ -276,12 +220,12 @@ public sealed class ClusterProcessTests(PostgresFixture pg, ITestOutputHelper ou
         var secondPort = FreePort.Next();
         var prefer = $"vip.preferred-node = \"akka.tcp://pooler@127.0.0.1:{secondPort}\"";
         var first = await StartNodeAsync(cluster, prefer);
-        await first.WaitForOutputAsync(IsHoldingLine, "the first node holds the VIP", StartTimeout);
+        await first.WaitForOutputAsync(LoopbackCluster.IsHoldingLine, "the first node holds the VIP", StartTimeout);
         await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP", TimeSpan.FromSeconds(20));
 
         var second = await StartNodeAsync(cluster, prefer, secondPort);
         var watch = Stopwatch.StartNew();
-        await second.WaitForOutputAsync(IsHoldingLine, "the preferred node takes the VIP", TimeSpan.FromSeconds(20));
+        await second.WaitForOutputAsync(LoopbackCluster.IsHoldingLine, "the preferred node takes the VIP", TimeSpan.FromSeconds(20));
         await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP on the preferred node", TimeSpan.FromSeconds(10));
         output.WriteLine($"preferred node Up -> VIP working there: {watch.ElapsedMilliseconds} ms");
         // handed over, not taken: the first node let go and told the witnesses, so no lease was waited out

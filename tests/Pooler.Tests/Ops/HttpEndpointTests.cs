@@ -19,7 +19,7 @@ namespace Pooler.Tests.Ops;
 public sealed partial class HttpEndpointTests(PostgresFixture pg, ITestOutputHelper output)
 {
     // other engineers run multi-process tests on the same small machine: generous, but bounded
-    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan StartTimeout = LoopbackCluster.StartTimeout;
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
     private const string Chromium = "/usr/bin/chromium";
     private const int SigStop = 19, SigCont = 18;
@@ -450,16 +450,16 @@ public sealed partial class HttpEndpointTests(PostgresFixture pg, ITestOutputHel
         }
     }
 
-    private static void AssertStatsJson(JsonElement json, ClusterProcesses cluster)
+    private static void AssertStatsJson(JsonElement json, LoopbackCluster cluster)
     {
         var (first, second) = (cluster.Nodes[0], cluster.Nodes[1]);
         var members = json.GetProperty("members").EnumerateArray().ToList();
         Assert.Equal(3, members.Count);
         Assert.All(members, m => Assert.Equal("Up", m.GetProperty("status").GetString()));
         Assert.All(members, m => Assert.True(m.GetProperty("reachable").GetBoolean()));
-        Assert.Equal(new[] { cluster.LighthouseAddress, first.Address, second.Address }.Order(StringComparer.Ordinal),
+        Assert.Equal(new[] { cluster.Lighthouse.Address, first.Address, second.Address }.Order(StringComparer.Ordinal),
             members.Select(m => m.GetProperty("address").GetString()).Order(StringComparer.Ordinal));
-        Assert.Contains("lighthouse", members.Single(m => m.GetProperty("address").GetString() == cluster.LighthouseAddress)
+        Assert.Contains("lighthouse", members.Single(m => m.GetProperty("address").GetString() == cluster.Lighthouse.Address)
             .GetProperty("roles").EnumerateArray().Select(r => r.GetString()));
         var vip = json.GetProperty("vip");
         Assert.Equal(cluster.VipHost, vip.GetProperty("address").GetString());
@@ -480,7 +480,7 @@ public sealed partial class HttpEndpointTests(PostgresFixture pg, ITestOutputHel
         }
     }
 
-    private static void AssertStatsDom(string dom, ClusterProcesses cluster)
+    private static void AssertStatsDom(string dom, LoopbackCluster cluster)
     {
         var (first, second) = (cluster.Nodes[0], cluster.Nodes[1]);
         Assert.Equal("", Text(Regex.Match(dom, "<div id=\"error\">(.*?)</div>", RegexOptions.Singleline).Groups[1].Value));
@@ -550,55 +550,15 @@ public sealed partial class HttpEndpointTests(PostgresFixture pg, ITestOutputHel
 
     // ---------------- a cluster of processes (as in ClusterProcessTests) ----------------
 
-    private sealed record ClusterNodeProcess(PoolerProcess Process, int RemotePort)
+    /// <summary>A Lighthouse and two pooler nodes (bind VIP); the first holds the VIP.</summary>
+    private async Task<LoopbackCluster> StartClusterAsync()
     {
-        public string Address => $"akka.tcp://pooler@127.0.0.1:{RemotePort.ToString(CultureInfo.InvariantCulture)}";
-        public string Name => $"127.0.0.1:{RemotePort.ToString(CultureInfo.InvariantCulture)}";
-    }
-
-    private sealed class ClusterProcesses : IAsyncDisposable
-    {
-        public required PoolerProcess Lighthouse { get; init; }
-        public required int SeedPort { get; init; }
-        public required string VipHost { get; init; }
-        public required int VipPort { get; init; }
-        public List<ClusterNodeProcess> Nodes { get; } = new();
-        public string LighthouseAddress => $"akka.tcp://pooler@127.0.0.1:{SeedPort.ToString(CultureInfo.InvariantCulture)}";
-        public IEnumerable<string> AllLines => Nodes.Select(n => n.Process).Append(Lighthouse).SelectMany(p => p.OutputLines);
-
-        public ITestOutputHelper? Output { get; init; }
-
-        public async ValueTask DisposeAsync()
-        {
-            // the warnings and errors each process logged, to explain a failure
-            if (Output is { } o)
-                foreach (var (p, i) in Nodes.Select(n => n.Process).Append(Lighthouse).Select((p, i) => (p, i)))
-                    foreach (var l in p.OutputLines.Where(l => l.StartsWith("[WARNING]", StringComparison.Ordinal) || l.StartsWith("[ERROR]", StringComparison.Ordinal)).TakeLast(20))
-                        o.WriteLine($"[{(p == Lighthouse ? "lighthouse" : $"node{i + 1}")}] {l}");
-            foreach (var n in Nodes) await n.Process.DisposeAsync();
-            await Lighthouse.DisposeAsync();
-        }
-    }
-
-    /// <summary>A Lighthouse and two pooler nodes with the bind VIP driver on a 127.x.y.z of this test's own; the first holds the VIP.</summary>
-    private async Task<ClusterProcesses> StartClusterAsync()
-    {
-        var seedPort = FreePort.Next();
-        var lighthouse = new PoolerProcess("akka.cluster.roles = [\"lighthouse\"]\nakka.actor.provider = cluster\nakka.cluster.seed-nodes = []\n",
-            extraEnv: new Dictionary<string, string?> { ["CLUSTER_IP"] = "127.0.0.1", ["CLUSTER_PORT"] = seedPort.ToString(CultureInfo.InvariantCulture) },
-            program: PoolerProcess.LighthouseDll);
-        var cluster = new ClusterProcesses
-        {
-            Lighthouse = lighthouse, SeedPort = seedPort, VipPort = FreePort.Next(), Output = output,
-            VipHost = $"127.{Random.Shared.Next(1, 255)}.{Random.Shared.Next(1, 255)}.{Random.Shared.Next(2, 254)}",
-        };
+        var cluster = await LoopbackCluster.StartAsync(output);
         try
         {
-            lighthouse.Start();
-            await lighthouse.WaitForOutputAsync(l => l.Contains("to [Up]", StringComparison.Ordinal), "the lighthouse is Up", StartTimeout);
-            var first = await StartNodeAsync(cluster);
-            await first.Process.WaitForOutputAsync(l => l.Contains("holding the VIP", StringComparison.Ordinal), "the first node holds the VIP", StartTimeout);
-            await StartNodeAsync(cluster);
+            var first = await cluster.StartNodeAsync(pg);
+            await first.Process.WaitForOutputAsync(LoopbackCluster.IsHoldingLine, "the first node holds the VIP", StartTimeout);
+            await cluster.StartNodeAsync(pg);
             return cluster;
         }
         catch
@@ -606,24 +566,6 @@ public sealed partial class HttpEndpointTests(PostgresFixture pg, ITestOutputHel
             await cluster.DisposeAsync();
             throw;
         }
-    }
-
-    private async Task<ClusterNodeProcess> StartNodeAsync(ClusterProcesses cluster)
-    {
-        var remotePort = FreePort.Next();
-        var config = PoolerProcess.DefaultConfig(pg, settings: $$"""
-            vip { driver = bind, address = "{{cluster.VipHost}}", port = {{cluster.VipPort}}, lifetime = 3s }
-            """) + $$"""
-
-            akka.remote.dot-netty.tcp.port = {{remotePort}}
-            akka.cluster.seed-nodes = ["{{cluster.LighthouseAddress}}"]
-            """;
-        var process = await PoolerProcess.StartAsync(config, timeout: StartTimeout);
-        var node = new ClusterNodeProcess(process, remotePort);
-        cluster.Nodes.Add(node);
-        await Eventually.True(() => cluster.AllLines.Any(l => l.Contains($"127.0.0.1:{remotePort}] to [Up]", StringComparison.Ordinal)),
-            $"node {remotePort} is Up", StartTimeout);
-        return node;
     }
 
     // ---------------- Prometheus text ----------------

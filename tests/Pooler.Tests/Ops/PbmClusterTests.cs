@@ -6,6 +6,8 @@ using Pooler.Tests.Infrastructure;
 using Xunit;
 using Xunit.Abstractions;
 
+using Node = Pooler.Tests.Infrastructure.LoopbackCluster.Member;
+
 namespace Pooler.Tests.Ops;
 
 /// <summary>
@@ -17,109 +19,30 @@ namespace Pooler.Tests.Ops;
 [Collection(PostgresCollection.Name)]
 public sealed class PbmClusterTests(PostgresFixture pg, ITestOutputHelper output)
 {
-    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan StartTimeout = LoopbackCluster.StartTimeout;
     private static readonly TimeSpan Limit = TimeSpan.FromSeconds(30);
     private const string ReloadDb = "reload_db";
 
     private static string PbmDll => Path.Combine(AppContext.BaseDirectory, "pbm.dll");
 
-    /// <summary>A process of the cluster with its cluster port and pbm endpoint.</summary>
-    private sealed class Node
-    {
-        public required PoolerProcess Process { get; init; }
-        public required int ClusterPort { get; init; }
-        public required int PbmPort { get; init; }
-        /// <summary>What pool rows call the node (host:port of its cluster address).</summary>
-        public string Name => $"127.0.0.1:{ClusterPort}";
-        public string Address => $"akka.tcp://pooler@{Name}";
-        public string Endpoint => $"127.0.0.1:{PbmPort}";
-    }
+    /// <summary>The nodes log in with trust, so the raw clients below need no password exchange.</summary>
+    private const string Trust = "auth.type = trust";
 
-    private sealed class Cluster : IAsyncDisposable
-    {
-        public required Node Lighthouse { get; init; }
-        public required string VipHost { get; init; }
-        public required int VipPort { get; init; }
-        public List<Node> Nodes { get; } = new();
-        public required ITestOutputHelper Output { get; init; }
-
-        /// <summary>Every line any process printed: the cluster leader logs membership changes.</summary>
-        public IEnumerable<string> AllLines => Nodes.Append(Lighthouse).SelectMany(n => n.Process.OutputLines);
-
-        public async ValueTask DisposeAsync()
-        {
-            foreach (var (n, i) in Nodes.Append(Lighthouse).Select((n, i) => (n, i)))
-                foreach (var l in n.Process.OutputLines.Where(l => l.Contains("vip", StringComparison.OrdinalIgnoreCase)
-                    || l.Contains("drain", StringComparison.Ordinal) || l.Contains("[Down]", StringComparison.Ordinal)
-                    || l.Contains("ERROR", StringComparison.Ordinal)).TakeLast(30))
-                    Output.WriteLine($"[{(n == Lighthouse ? "lighthouse" : $"node{i + 1}")}] {l}");
-            foreach (var n in Nodes) await n.Process.DisposeAsync();
-            await Lighthouse.Process.DisposeAsync();
-        }
-    }
-
-    // ---------------- the cluster ----------------
-
-    private async Task<Cluster> StartLighthouseAsync()
-    {
-        var seedPort = FreePort.Next();
-        // a loopback address of this test's own for the VIP (all of 127.0.0.0/8 is local on Linux)
-        var vipHost = $"127.0.{Random.Shared.Next(1, 255)}.{Random.Shared.Next(2, 254)}";
-        var lighthouse = new PoolerProcess("akka.cluster.roles = [\"lighthouse\"]\nakka.actor.provider = cluster\nakka.cluster.seed-nodes = []\n",
-            extraEnv: new Dictionary<string, string?> { ["CLUSTER_IP"] = "127.0.0.1", ["CLUSTER_PORT"] = seedPort.ToString(CultureInfo.InvariantCulture) },
-            program: PoolerProcess.LighthouseDll);
-        try
-        {
-            lighthouse.Start();
-            await lighthouse.WaitForOutputAsync(l => l.Contains("to [Up]", StringComparison.Ordinal), "the lighthouse is Up", StartTimeout);
-            var node = new Node { Process = lighthouse, ClusterPort = seedPort, PbmPort = await lighthouse.PbmPortAsync(StartTimeout) };
-            return new Cluster { Lighthouse = node, VipHost = vipHost, VipPort = FreePort.Next(), Output = output };
-        }
-        catch
-        {
-            output.WriteLine(lighthouse.OutputText);
-            await lighthouse.DisposeAsync();
-            throw;
-        }
-    }
-
-    /// <summary>A pooler node's config; <paramref name="settings"/> is more HOCON inside <c>pooler { }</c>.</summary>
-    private string NodeConfig(Cluster cluster, int clusterPort, string settings = "") => PoolerProcess.DefaultConfig(pg, settings: $$"""
-        auth.type = trust
-        {{settings}}
-        vip { driver = bind, address = "{{cluster.VipHost}}", port = {{cluster.VipPort}}, lifetime = 3s }
-        """) + $$"""
-
-        akka.remote.dot-netty.tcp.port = {{clusterPort}}
-        akka.cluster.seed-nodes = ["akka.tcp://pooler@127.0.0.1:{{cluster.Lighthouse.ClusterPort}}"]
-        """;
-
-    private async Task<Node> StartNodeAsync(Cluster cluster)
-    {
-        var clusterPort = FreePort.Next();
-        var process = await PoolerProcess.StartAsync(NodeConfig(cluster, clusterPort), timeout: StartTimeout);
-        var node = new Node { Process = process, ClusterPort = clusterPort, PbmPort = await process.PbmPortAsync(StartTimeout) };
-        cluster.Nodes.Add(node);
-        await Eventually.True(() => cluster.AllLines.Any(l => l.Contains($"{node.Name}] to [Up]", StringComparison.Ordinal)),
-            $"node {node.Name} is Up", StartTimeout);
-        return node;
-    }
+    private Task<Node> StartNodeAsync(LoopbackCluster cluster) => cluster.StartNodeAsync(pg, Trust);
 
     /// <summary>Two pooler nodes; the first (the oldest) holds the VIP and a client gets through it.</summary>
-    private async Task<(Node First, Node Second)> StartTwoNodesAsync(Cluster cluster)
+    private async Task<(Node First, Node Second)> StartTwoNodesAsync(LoopbackCluster cluster)
     {
         var first = await StartNodeAsync(cluster);
-        await first.Process.WaitForOutputAsync(IsHoldingLine, "the first node holds the VIP", StartTimeout);
+        await first.Process.WaitForOutputAsync(LoopbackCluster.IsHoldingLine, "the first node holds the VIP", StartTimeout);
         var second = await StartNodeAsync(cluster);
         await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP", Limit);
         return (first, second);
     }
 
-    private static bool IsHoldingLine(string line) => line.Contains("holding the VIP", StringComparison.Ordinal);
+    private static int Holdings(Node node) => node.Process.OutputLines.Count(LoopbackCluster.IsHoldingLine);
 
-    private static int Holdings(Node node) => node.Process.OutputLines.Count(IsHoldingLine);
-
-    private async Task<bool> WorksAsync(Cluster c)
+    private async Task<bool> WorksAsync(LoopbackCluster c)
     {
         var cs = new NpgsqlConnectionStringBuilder(pg.ConnectionString(PostgresFixture.ScramUser)) { Host = c.VipHost, Port = c.VipPort, Pooling = false, Timeout = 3 };
         try
@@ -252,7 +175,7 @@ public sealed class PbmClusterTests(PostgresFixture pg, ITestOutputHelper output
     [Fact]
     public async Task Cluster_pool_vip_and_node_commands_on_a_lighthouse_and_two_nodes()
     {
-        await using var cluster = await StartLighthouseAsync();
+        await using var cluster = await LoopbackCluster.StartAsync(output);
         var (first, second) = await StartTwoNodesAsync(cluster);
         var lighthouse = cluster.Lighthouse;
         Node[] everyone = [lighthouse, first, second];
@@ -381,8 +304,8 @@ public sealed class PbmClusterTests(PostgresFixture pg, ITestOutputHelper output
         // pool reload: a database added to the second node's file is served there after the reload, not on the first
         var reloadCs = (Node n) => n.Process.ConnectionString(pg, database: ReloadDb);
         await Assert.ThrowsAnyAsync<NpgsqlException>(async () => { await using var c = new NpgsqlConnection(reloadCs(second)); await c.OpenAsync(); });
-        second.Process.WriteConfig(NodeConfig(cluster, second.ClusterPort,
-            $"databases.{ReloadDb} {{ host = \"127.0.0.1\", port = {pg.Port}, dbname = \"{PostgresFixture.Database}\" }}"));
+        second.Process.WriteConfig(cluster.NodeConfig(pg, second.ClusterPort,
+            Trust + "\n" + $"databases.{ReloadDb} {{ host = \"127.0.0.1\", port = {pg.Port}, dbname = \"{PostgresFixture.Database}\" }}"));
         var reload = await OkAsync(first.Endpoint, "pool", "reload");
         Assert.Contains($"{first.Address}: configuration reloaded", reload);
         Assert.Contains($"{second.Address}: configuration reloaded", reload);
@@ -424,7 +347,7 @@ public sealed class PbmClusterTests(PostgresFixture pg, ITestOutputHelper output
         Assert.Contains("is not an Up, reachable pooler node", await FailsAsync(first.Endpoint, "vip", "move", lighthouse.Name));
         var held = Holdings(second);
         Assert.Equal($"the VIP is moving to {second.Address}", Lines(await OkAsync(lighthouse.Endpoint, "vip", "move", second.Name)).Single());
-        await second.Process.WaitForOutputAsync(l => IsHoldingLine(l) && Holdings(second) > held, "the second node holds the VIP", Limit);
+        await second.Process.WaitForOutputAsync(l => LoopbackCluster.IsHoldingLine(l) && Holdings(second) > held, "the second node holds the VIP", Limit);
         Assert.Contains(first.Process.OutputLines, l => l.Contains("released the VIP", StringComparison.Ordinal));
         await Eventually.True(async () => await VipHolderAsync(first) == second.Address, "vip show names the second node", Limit);
         await Eventually.True(() => WorksAsync(cluster), "a client gets through the VIP on the second node", Limit);
@@ -455,7 +378,7 @@ public sealed class PbmClusterTests(PostgresFixture pg, ITestOutputHelper output
     [Fact]
     public async Task Membership_commands_tail_errors_and_the_lighthouse_draining_itself()
     {
-        await using var cluster = await StartLighthouseAsync();
+        await using var cluster = await LoopbackCluster.StartAsync(output);
         var (first, second) = await StartTwoNodesAsync(cluster);
         var lighthouse = cluster.Lighthouse;
 
