@@ -258,10 +258,23 @@ public sealed class WorkloadIntegrationTests(PostgresFixture pg, ITestOutputHelp
         await Eventually.True(() => p.Runtime.ClientCount == 0, "the tool closed its connections");
     }
 
+    /// <summary>
+    /// The workload's own build output (src/Pooler.Workload/bin/CONFIG/TFM): the test folder gets ASP.NET Core's
+    /// assemblies from the shared framework (Pooler.Actors serves HTTP on Kestrel), which the workload's own
+    /// runtime config does not load, so it runs where its dependencies were copied.
+    /// </summary>
+    private static string WorkloadDll()
+    {
+        var testBin = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)); // tests/Pooler.Tests/bin/CONFIG/TFM
+        var config = testBin.Parent!.Name;
+        var root = testBin.Parent.Parent!.Parent!.Parent!.Parent!.FullName;
+        return Path.Combine(root, "src", "Pooler.Workload", "bin", config, testBin.Name, "Pooler.Workload.dll");
+    }
+
     [Fact]
     public void The_built_executable_runs_idle_and_rejects_bad_arguments()
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "Pooler.Workload.dll");
+        var dll = WorkloadDll();
         Assert.True(File.Exists(dll), $"{dll} is missing");
         var bad = ProcessRunner.Run("dotnet", [dll, "run", "--uri", Direct("x"), "--connections", "many"], timeout: Limit);
         Assert.Equal(2, bad.ExitCode);
