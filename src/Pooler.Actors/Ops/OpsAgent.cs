@@ -190,7 +190,8 @@ public sealed class OpsAgent : ReceiveActor, IWithTimers
     {
         var cmd = AdminConsole.Parse(q.Sql, out var error);
         if (cmd == null) return new ConsoleReply(AdminConsole.Error(error!), false);
-        if (!AdminConsole.Allowed(cmd, q.Role)) return new ConsoleReply(AdminConsole.Error("admin access needed"), false);
+        // PgBouncer's message, with PostgreSQL's SQLSTATE for a missing privilege (PgBouncer sends 08P01)
+        if (!AdminConsole.Allowed(cmd, q.Role)) return new ConsoleReply(AdminConsole.Error("admin access needed", Protocol.SqlState.InsufficientPrivilege), false);
         try
         {
             if (cmd.Verb != "SHOW")

@@ -119,9 +119,11 @@ public sealed class Pool : ReceiveActor, IWithTimers
         if (!_exchange.Paused) _log.Info("pool {0} node {1}: {2}", _name, _rt.NodeName, m.Kill ? "killed" : "paused");
         _exchange.Paused = true;
         _pauseReplies.Add(Sender);
+        // idle servers leave the exchange first: a parked handle of a closed server would be handed to the next client
+        CloseIdle(m.Kill ? "KILL" : "PAUSE");
         if (m.Kill)
-            foreach (var server in _servers.Keys) server.Tell(new ServerSession.Close("KILL"));
-        else CloseIdle("PAUSE");
+            foreach (var (server, handle) in _servers)
+                if (handle == null || !handle.IsParked) server.Tell(new ServerSession.Close("KILL"));
         CheckDone();
     }
 

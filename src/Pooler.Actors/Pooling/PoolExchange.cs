@@ -22,6 +22,8 @@ public sealed class ServerHandle(IActorRef server, IActorRef conn, DateTime open
     public string TrackedKey { get; set; } = "";
 
     internal void MarkIdle() => Volatile.Write(ref _state, Idle);
+    /// <summary>Parked on the idle list (not taken, not dead).</summary>
+    public bool IsParked => Volatile.Read(ref _state) == Idle;
     internal bool TryTake() => Interlocked.CompareExchange(ref _state, Taken, Idle) == Idle;
 
     /// <summary>The server found its socket closed while idle; false if a client took it first.</summary>

@@ -9,6 +9,7 @@ public static class SqlState
     public const string ProtocolViolation = "08P01";
     public const string InvalidAuthorization = "28000";
     public const string InvalidPassword = "28P01";
+    public const string InsufficientPrivilege = "42501";
     public const string InvalidCatalogName = "3D000";
     public const string TooManyConnections = "53300";
     public const string QueryCanceled = "57014";

@@ -492,7 +492,12 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
             _link = null;
             Context.Stop(Self);
         });
-        Receive<Close>(c => { _link?.ForceRelease(); Terminate(c.Reason); });
+        Receive<Close>(c =>
+        {
+            _link?.ForceRelease();
+            if (_link == null) _handle?.TryMarkDead(); // still parked (it went idle after the pool's look): nobody may take it now
+            Terminate(c.Reason);
+        });
         Receive<Tcp.Event>(e =>
         {
             // acks of an earlier link are ignored
