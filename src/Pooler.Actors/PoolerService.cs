@@ -46,7 +46,7 @@ public sealed class PoolerService
         rt.PoolManager = manager;
         rt.Ops = system.ActorOf(Ops.OpsAgent.Props(rt, Cluster.ClusterNode.Role), Ops.OpsAgent.Name);
         var bound = new TaskCompletionSource<EndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var endpoint = new IPEndPoint(IPAddress.Parse(ResolveHost(settings.Listen.Host)), settings.Listen.Port);
+        var endpoint = new IPEndPoint(await BindAddress.ResolveAsync(settings.Listen.Host), settings.Listen.Port);
         var listener = system.ActorOf(Listener.Props(rt, endpoint, bound), "listener");
         EndPoint local;
         try { local = await bound.Task.WaitAsync(TimeSpan.FromSeconds(10)); }
@@ -59,13 +59,6 @@ public sealed class PoolerService
         rt.ListenPort = ((IPEndPoint)local).Port;
         return new PoolerService(system, rt, listener, manager, rt.ListenPort);
     }
-
-    private static string ResolveHost(string host) => host switch
-    {
-        "*" or "" => "0.0.0.0",
-        "localhost" => "127.0.0.1",
-        _ => host,
-    };
 
     private static UserList? LoadUsers(PoolerSettings settings)
         => string.IsNullOrEmpty(settings.Auth.UsersFile) ? null : UserList.Load(settings.Auth.UsersFile);

@@ -1,3 +1,4 @@
+using Akka.Actor;
 using Akka.Configuration;
 using Hocon = Akka.Configuration.Config;
 using Pooler.Actors.Config;
@@ -50,6 +51,9 @@ public static class ClusterConfig
         }
         return lines.Count == 0 ? null : ConfigurationFactory.ParseString(string.Join('\n', lines));
     }
+
+    /// <summary>Whether this actor system runs the cluster provider (a node of a cluster, not a single pooler).</summary>
+    public static bool IsClustered(ActorSystem system) => system.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal);
 
     /// <summary>True when the node should join a cluster: it has seed nodes, or the cluster provider is asked for.</summary>
     public static bool IsClustered(Hocon config)

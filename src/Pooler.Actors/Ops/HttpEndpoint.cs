@@ -35,10 +35,10 @@ public sealed class HttpEndpoint : IAsyncDisposable
     {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        var listen = await ListenAddressAsync(settings.Host);
+        var listen = await BindAddress.ResolveAsync(settings.Host);
         builder.WebHost.ConfigureKestrel(k => k.Listen(listen, settings.Port));
         var app = builder.Build();
-        var clustered = system.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal);
+        var clustered = Pooler.Actors.Cluster.ClusterConfig.IsClustered(system);
         var timeout = TimeSpan.FromSeconds(5);
 
         async Task<OpsAgent.ClusterReport?> Cluster() => clustered ? await ops.Ask<OpsAgent.ClusterReport>(new OpsAgent.GetCluster(), timeout) : null;
@@ -68,18 +68,16 @@ public sealed class HttpEndpoint : IAsyncDisposable
         app.MapGet("/stats.json", async (HttpContext ctx) =>
         {
             var cluster = await Cluster();
-            var (reports, missing) = clustered ? await OpsAgent.GatherAsync(system, false, timeout) : ([await ops.Ask<NodeReport>(new OpsAgent.GetReport(false), timeout)], []);
-            // pooler nodes only (the Lighthouse has no pools; it is among the members); one that did not answer is named, not left out
-            bool Pooler(IEnumerable<string> roles) => !clustered || roles.Contains(ClusterNode.Role);
-            var silent = missing.Where(a => cluster?.Members.FirstOrDefault(m => m.Address == a) is not { } m || Pooler(m.Roles)).Order(StringComparer.Ordinal);
+            // pooler nodes (the Lighthouse has no pools; it is among the members); one that did not answer is named, not left out
+            var (reports, missing) = await OpsAgent.GatherAsync(system, ops, false, timeout);
             ctx.Response.ContentType = "application/json";
             await JsonSerializer.SerializeAsync(ctx.Response.Body, new
             {
                 generated = DateTime.UtcNow,
                 members = cluster?.Members ?? [],
                 vip = cluster?.Vip,
-                missing = silent,
-                nodes = reports.Where(r => Pooler(r.Roles)).OrderBy(r => r.Node, StringComparer.Ordinal).Select(r => new
+                missing,
+                nodes = reports.Select(r => new
                 {
                     r.Node, r.Address, r.Roles, r.Draining, r.BackendReachable, r.Clients, r.Servers, r.StartedAt,
                     pools = r.Pools.Select(p => new
@@ -98,17 +96,6 @@ public sealed class HttpEndpoint : IAsyncDisposable
             ? server.Features.Get<IServerAddressesFeature>()?.Addresses.FirstOrDefault() : null;
         var port = address != null ? new Uri(address.Replace("0.0.0.0", "127.0.0.1")).Port : settings.Port;
         return new HttpEndpoint(app, port);
-    }
-
-    /// <summary>The address to listen on: <c>*</c> or empty for every IPv4 interface, an IP address, or a host name resolved once.</summary>
-    private static async Task<IPAddress> ListenAddressAsync(string host)
-    {
-        if (host is "*" or "") return IPAddress.Any;
-        if (host == "localhost") return IPAddress.Loopback;
-        if (IPAddress.TryParse(host, out var ip)) return ip;
-        var found = await Dns.GetHostAddressesAsync(host);
-        return found.FirstOrDefault(a => a.AddressFamily == System.Net.Sockets.AddressFamily.InterNetwork) ?? found.FirstOrDefault()
-            ?? throw new InvalidOperationException($"{host} resolves to no address");
     }
 
     public async ValueTask DisposeAsync()

@@ -55,10 +55,12 @@ public sealed class OpsAgent : ReceiveActor, IWithTimers
     private readonly IActorRef? _vipProxy;
 
     private readonly INodeControl? _control;
+    private readonly IActorRef _self; // for report tasks that run off the actor (Self needs its context)
 
     public OpsAgent(PoolerRuntime? runtime, string roles, IActorRef? vipProxy, INodeControl? control)
     {
         _control = control;
+        _self = Self;
         _rt = runtime;
         _vipProxy = vipProxy;
         _roles = roles.Split(',', StringSplitOptions.RemoveEmptyEntries);
@@ -77,7 +79,7 @@ public sealed class OpsAgent : ReceiveActor, IWithTimers
     protected override void PreStart()
     {
         if (_rt == null) return;
-        Timers.StartPeriodicTimer("sample", new Sample(), _rt.Settings.StatsPeriod);
+        Timers.StartSingleTimer("sample", new Sample(), _rt.Settings.StatsPeriod);
     }
 
     private static string Key(PoolInfo p) => $"{p.Database}/{p.User}";
@@ -91,11 +93,11 @@ public sealed class OpsAgent : ReceiveActor, IWithTimers
             var s = _samples;
             _samples = new Samples(s.Last, t.Result.Pools.ToImmutableDictionary(Key, p => p.Totals), s.LastAt, DateTime.UtcNow);
         });
-        // the period may have been changed by a reload
-        Timers.StartPeriodicTimer("sample", new Sample(), _rt.Settings.StatsPeriod);
+        // one tick at a time: a reload may change the period
+        Timers.StartSingleTimer("sample", new Sample(), _rt.Settings.StatsPeriod);
     }
 
-    private bool Clustered => _system.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal);
+    private bool Clustered => ClusterConfig.IsClustered(_system);
 
     private string Address => Clustered ? Akka.Cluster.Cluster.Get(_system).SelfAddress.ToString() : "";
 
@@ -112,11 +114,14 @@ public sealed class OpsAgent : ReceiveActor, IWithTimers
         var servers = rt.Connections.Servers().Select(c => c.Row).ToList();
         var samples = _samples;
         var seconds = (samples.LastAt - samples.PrevAt).TotalSeconds;
+        // grouped once: a node can hold thousands of clients
+        var clientsOf = clients.ToLookup(c => (c.Database, PoolUserOf(rt, c)));
+        var serversOf = servers.ToLookup(s => (s.Database, s.User));
         var pools = infos.Select(p =>
         {
             var key = Key(p);
-            var cl = clients.Where(c => c.Database == p.Database && PoolUserOf(rt, c) == p.User).ToList();
-            var sv = servers.Where(s => s.Database == p.Database && s.User == p.User).ToList();
+            var cl = clientsOf[(p.Database, p.User)];
+            var sv = serversOf[(p.Database, p.User)];
             var last = samples.Last.GetValueOrDefault(key, PoolTotals.Zero);
             var prev = samples.Prev.GetValueOrDefault(key, PoolTotals.Zero);
             return new PoolReport(p, cl.Count(c => c.State == "active"), cl.Count(c => c.State == "waiting"),
@@ -172,16 +177,20 @@ public sealed class OpsAgent : ReceiveActor, IWithTimers
         return new VipReport(vip.Address, vip.Driver.ToString().ToLowerInvariant(), coordinator, holder, local, heldHere);
     }
 
-    /// <summary>Every member's report (the members that did not answer in time are left out and named).</summary>
-    public static async Task<(List<NodeReport> Reports, List<string> Missing)> GatherAsync(ActorSystem system, bool rows, TimeSpan timeout)
+    /// <summary>
+    /// Every pooler node's report, ordered by node (the Lighthouse has no pools); the nodes that did not answer in
+    /// time are left out and named. Outside a cluster, the report of <paramref name="local"/> (this node's agent) alone.
+    /// </summary>
+    public static async Task<(List<NodeReport> Reports, List<string> Missing)> GatherAsync(ActorSystem system, IActorRef local, bool rows, TimeSpan timeout)
     {
-        var cluster = Akka.Cluster.Cluster.Get(system);
-        var members = cluster.State.Members.Where(m => m.Status is MemberStatus.Up or MemberStatus.Joining or MemberStatus.WeaklyUp or MemberStatus.Leaving).ToList();
+        if (!ClusterConfig.IsClustered(system)) return ([await local.Ask<NodeReport>(new GetReport(rows), timeout)], []);
+        var members = Akka.Cluster.Cluster.Get(system).State.Members
+            .Where(m => m.HasRole(ClusterNode.Role) && m.Status is MemberStatus.Up or MemberStatus.Joining or MemberStatus.WeaklyUp or MemberStatus.Leaving);
         var asks = members.Select(m => (m.Address, Task: system.ActorSelection(new RootActorPath(m.Address) / "user" / Name)
             .Ask<NodeReport>(new GetReport(rows), timeout))).ToList();
         try { await Task.WhenAll(asks.Select(a => a.Task)); } catch { /* the ones that failed are named below */ }
-        return (asks.Where(a => a.Task.IsCompletedSuccessfully).Select(a => a.Task.Result).ToList(),
-            asks.Where(a => !a.Task.IsCompletedSuccessfully).Select(a => a.Address.ToString()).ToList());
+        return (asks.Where(a => a.Task.IsCompletedSuccessfully).Select(a => a.Task.Result).OrderBy(r => r.Node, StringComparer.Ordinal).ToList(),
+            asks.Where(a => !a.Task.IsCompletedSuccessfully).Select(a => a.Address.ToString()).Order(StringComparer.Ordinal).ToList());
     }
 
     // ---------------- console ----------------
@@ -218,8 +227,8 @@ public sealed class OpsAgent : ReceiveActor, IWithTimers
         if (subject == "VIP") return AdminConsole.Rows(ConsoleTables.Vip(await Vip()));
         if (subject == "PEER_POOLS")
         {
-            var reports = Clustered ? (await GatherAsync(_system, false, TimeSpan.FromSeconds(3))).Reports : [await LocalReport(false)];
-            return AdminConsole.Rows(ConsoleTables.Pools(reports.Where(r => r.Roles.Contains(ClusterNode.Role) || !Clustered).OrderBy(r => r.Node), 0, withNode: true));
+            var (reports, _) = await GatherAsync(_system, _self, false, TimeSpan.FromSeconds(3));
+            return AdminConsole.Rows(ConsoleTables.Pools(reports, 0, withNode: true));
         }
         var node = await LocalReport(subject is "CLIENTS" or "SERVERS" or "LISTS" or "POOLS");
         // pause state of databases without a pool (paused before their first client) is known to the manager only

@@ -93,7 +93,7 @@ public sealed class PbmCommands(ActorSystem system, IActorRef ops)
     private bool Clustered(out Akka.Cluster.Cluster cluster)
     {
         cluster = null!;
-        if (!system.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal)) return false;
+        if (!ClusterConfig.IsClustered(system)) return false;
         cluster = Akka.Cluster.Cluster.Get(system);
         return true;
     }
@@ -177,9 +177,8 @@ public sealed class PbmCommands(ActorSystem system, IActorRef ops)
 
     private async Task<List<NodeReport>> Reports(bool rows)
     {
-        if (!Clustered(out _)) return [await ops.Ask<NodeReport>(new OpsAgent.GetReport(rows), Timeout)];
-        var (reports, _) = await OpsAgent.GatherAsync(system, rows, Timeout);
-        return reports.Where(r => r.Roles.Contains(ClusterNode.Role)).OrderBy(r => r.Node).ToList();
+        var (reports, _) = await OpsAgent.GatherAsync(system, ops, rows, Timeout);
+        return reports;
     }
 
     private async Task<PbmResult> PoolShow()

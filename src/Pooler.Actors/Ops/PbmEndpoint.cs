@@ -17,15 +17,15 @@ public sealed class PbmEndpoint : ReceiveActor
 {
     public const string Name = "pbm";
 
-    public static Props Props(PbmSettings settings, IActorRef ops, TaskCompletionSource<EndPoint> bound)
-        => Akka.Actor.Props.Create(() => new PbmEndpoint(settings, ops, bound));
+    public static Props Props(PbmSettings settings, IPEndPoint endpoint, IActorRef ops, TaskCompletionSource<EndPoint> bound)
+        => Akka.Actor.Props.Create(() => new PbmEndpoint(settings, endpoint, ops, bound));
 
     /// <summary>Starts the endpoint at <c>/user/pbm</c>; completes with the bound address (throws if it cannot bind).</summary>
     public static async Task<EndPoint> StartAsync(ActorSystem system, PbmSettings settings, IActorRef ops)
     {
         var bound = new TaskCompletionSource<EndPoint>(TaskCreationOptions.RunContinuationsAsynchronously);
 #pragma warning disable AK1008 // a static starter called by the host, not from inside the actor
-        system.ActorOf(Props(settings, ops, bound), Name);
+        system.ActorOf(Props(settings, new IPEndPoint(await BindAddress.ResolveAsync(settings.Host), settings.Port), ops, bound), Name);
 #pragma warning restore AK1008
         return await bound.Task.WaitAsync(TimeSpan.FromSeconds(10));
     }
@@ -33,10 +33,9 @@ public sealed class PbmEndpoint : ReceiveActor
     private readonly ILoggingAdapter _log = Context.GetLogger();
     private long _seq;
 
-    public PbmEndpoint(PbmSettings settings, IActorRef ops, TaskCompletionSource<EndPoint> bound)
+    public PbmEndpoint(PbmSettings settings, IPEndPoint endpoint, IActorRef ops, TaskCompletionSource<EndPoint> bound)
     {
-        var host = settings.Host is "*" or "" ? "0.0.0.0" : settings.Host == "localhost" ? "127.0.0.1" : settings.Host;
-        Context.System.Tcp().Tell(new Tcp.Bind(Self, new IPEndPoint(IPAddress.Parse(host), settings.Port), options: [new Inet.SO.ReuseAddress(true)], pullMode: false));
+        Context.System.Tcp().Tell(new Tcp.Bind(Self, endpoint, options: [new Inet.SO.ReuseAddress(true)], pullMode: false));
         Receive<Tcp.Bound>(b =>
         {
             _log.Info("pbm endpoint: accepting commands on {0}", b.LocalAddress);
@@ -44,7 +43,7 @@ public sealed class PbmEndpoint : ReceiveActor
         });
         Receive<Tcp.CommandFailed>(f =>
         {
-            bound.TrySetException(new InvalidOperationException($"pbm endpoint cannot listen on {host}:{settings.Port}: {(f.Cause.HasValue ? f.Cause.Value.Message : "bind failed")}"));
+            bound.TrySetException(new InvalidOperationException($"pbm endpoint cannot listen on {endpoint}: {(f.Cause.HasValue ? f.Cause.Value.Message : "bind failed")}"));
             Context.Stop(Self);
         });
         Receive<Tcp.Connected>(c =>
@@ -164,7 +163,7 @@ public sealed class ClusterTail : ReceiveActor
 
     public ClusterTail(IActorRef target)
     {
-        var clustered = Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal);
+        var clustered = Cluster.ClusterConfig.IsClustered(Context.System);
         if (!clustered) target.Tell("this node is not in a cluster: no events");
         else
             Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, Akka.Cluster.ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
@@ -183,6 +182,6 @@ public sealed class ClusterTail : ReceiveActor
 
     protected override void PostStop()
     {
-        if (Context.System.Settings.ProviderClass.Contains("Cluster", StringComparison.Ordinal)) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
+        if (Cluster.ClusterConfig.IsClustered(Context.System)) Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
     }
 }
