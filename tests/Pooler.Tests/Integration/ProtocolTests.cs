@@ -627,7 +627,9 @@ public class ProtocolTests(PostgresFixture pg, ITestOutputHelper output)
         const int rows = 200_000;
         const int width = 1000;
         const long rssLimit = 200L * 1024 * 1024;
-        await using var host = await PoolerProcess.StartAsync(PoolerProcess.DefaultConfig(pg, FreePort.Next(), "default-pool-size = 2"));
+        // the relay alone is measured: no HTTP endpoint (Kestrel's own heap) or pbm endpoint in this process
+        await using var host = await PoolerProcess.StartAsync(PoolerProcess.DefaultConfig(pg, FreePort.Next(),
+            "default-pool-size = 2\nhttp.enabled = off\npbm.enabled = off"));
         await using var c = await host.OpenAsync(pg);
         Assert.Equal(1, await ScalarAsync(c, "select 1")); // warm up: a server is open, the code paths are jitted
         var baseline = host.RssBytes() ?? throw new InvalidOperationException("no RSS for the pooler process");
