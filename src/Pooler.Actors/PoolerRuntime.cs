@@ -13,9 +13,12 @@ public sealed class PoolerRuntime(PoolerSettings settings, UserList? users)
 {
     private PoolerSettings _settings = settings;
     private UserList? _users = users;
+    private Pooler.Actors.Tls.TlsContexts _tls = Pooler.Actors.Tls.TlsContexts.None;
 
     public PoolerSettings Settings { get => Volatile.Read(ref _settings); set => Volatile.Write(ref _settings, value); }
     public UserList? Users { get => Volatile.Read(ref _users); set => Volatile.Write(ref _users, value); }
+    /// <summary>Certificates of both TLS sides; a connection keeps the ones current when it opened.</summary>
+    public Pooler.Actors.Tls.TlsContexts Tls { get => Volatile.Read(ref _tls); set => Volatile.Write(ref _tls, value); }
 
     public CancelRegistry Cancels { get; } = new();
     public ScramSecretCache ScramSecrets { get; } = new();

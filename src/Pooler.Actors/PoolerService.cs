@@ -36,10 +36,11 @@ public sealed class PoolerService
     public static async Task<PoolerService> StartAsync(ActorSystem system, PoolerSettings settings, string? baseDirectory = null)
     {
         var users = LoadUsers(settings);
+        var tls = Tls.TlsContexts.Load(settings);
         // in a cluster a node is known by its cluster address; alone, by the machine
         var address = ((ExtendedActorSystem)system).Provider.DefaultAddress;
         var name = address.HasGlobalScope ? $"{address.Host}:{address.Port}" : system.Name + "@" + Environment.MachineName;
-        var rt = new PoolerRuntime(settings, users) { NodeName = name };
+        var rt = new PoolerRuntime(settings, users) { NodeName = name, Tls = tls };
         // before binding: see AcceptRaceGuard (Akka.IO drops accepts that complete before it is bound)
         system.ActorOf(AcceptRaceGuard.Props());
         var manager = system.ActorOf(Pooling.PoolManager.Props(rt), "pools");
@@ -68,7 +69,9 @@ public sealed class PoolerService
     public void Reload(PoolerSettings settings)
     {
         var users = LoadUsers(settings); // throws on a bad users file: nothing changes then
+        var tls = Tls.TlsContexts.Load(settings); // the same for certificate files: re-read even when the paths did not change
         Runtime.Users = users;
+        Runtime.Tls = tls;
         Runtime.Settings = settings;
         _manager.Tell(new PoolManager.SettingsChanged(settings));
     }

@@ -38,7 +38,9 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
 
 
     private readonly PoolerRuntime _rt;
-    private readonly IActorRef _conn;
+    private readonly IActorRef _conn; // the socket actor, or the TlsConnection in front of it
+    private readonly bool _tlsCapable; // client-tls-sslmode is not disable: _conn is a TlsConnection
+    private Tls.TlsInfo? _tls; // set once the handshake is done
     private readonly string _remote;
     private readonly Refusal? _refusal;
     private readonly ILoggingAdapter _log = Context.GetLogger();
@@ -80,12 +82,14 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
     public ClientSession(PoolerRuntime rt, IActorRef conn, string remote, Refusal? refusal)
     {
         _rt = rt;
-        _conn = conn;
+        // TLS lives in one adapter in front of the socket actor; without it nothing sits in between
+        _tlsCapable = rt.Tls.Client != null;
+        _conn = rt.Tls.Client is { } tls ? Context.ActorOf(Tls.TlsConnection.ForClient(conn, tls, sniffDirect: true), "tls") : conn;
         _remote = remote;
         _refusal = refusal;
         _buf = new MessageBuffer(ProtocolLimits.MaxStartupPacketSize);
         _scan = new FrameScanner(ReadOnlySpan<byte>.Empty, rt.Settings.MaxPacketSize);
-        _flow = new RelayFlow(conn, Self);
+        _flow = new RelayFlow(_conn, Self);
         Become(Startup);
         _id = Self.Path.Name;
     }
@@ -175,6 +179,21 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
                 if (!OnStartupPacket(pkt)) return;
             }
         });
+        Receive<Tls.TlsConnection.Established>(e =>
+        {
+            _tls = e.Info;
+            _log.Debug("{0}: TLS {1}{2}", Who, e.Info.Describe, e.Info.Direct ? " (direct)" : "");
+            // as PostgreSQL 17: direct TLS must have negotiated ALPN "postgresql", so a TLS hello meant for another protocol cannot reach it
+            if (e.Info.Direct && !e.Info.Alpn)
+                Fatal(SqlState.ProtocolViolation, "received direct SSL connection request without ALPN protocol negotiation extension");
+        });
+        Receive<Tls.TlsConnection.Failed>(f =>
+        {
+            // nothing can be said to a client whose handshake failed; the adapter has closed the socket
+            _log.Info("client {0} {1} node {2}: TLS handshake failed: {3}", Self.Path.Name, _remote, _rt.NodeName, f.Reason);
+            _rt.Errors.Add(SqlState.ProtocolViolation);
+            Context.Stop(Self);
+        });
         CommonClosed();
     }
 
@@ -183,9 +202,15 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
     {
         switch (p.Kind)
         {
+            case StartupKind.SslRequest when _tlsCapable && _tls == null:
+                // bytes pipelined behind SSLRequest would be taken as if they came over TLS (CVE-2021-23214)
+                if (_buf.Buffered > 0) { Fatal(SqlState.ProtocolViolation, "received unencrypted data after SSL request"); return false; }
+                _conn.Tell(Tcp.Write.Create(ByteString.FromBytes([(byte)'S'])));
+                _conn.Tell(new Tls.TlsConnection.Accept());
+                return true;
             case StartupKind.SslRequest:
             case StartupKind.GssEncRequest:
-                // TLS arrives with a later issue: refuse; the client goes on in plaintext or gives up
+                // no TLS here (or already inside it), no GSSAPI: the client goes on in plaintext or gives up
                 _conn.Tell(Tcp.Write.Create(ByteString.FromBytes([(byte)'N'])));
                 return true;
             case StartupKind.CancelRequest:
@@ -216,6 +241,11 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
             Fatal(r.SqlState, r.Message);
             return false;
         }
+        if (TlsRefusal() is { } refusal)
+        {
+            Fatal(SqlState.InvalidAuthorization, refusal);
+            return false;
+        }
         _user = p.Get("user") ?? "";
         _database = p.Get("database") is { Length: > 0 } d ? d : _user;
         if (_user.Length == 0) { Fatal(SqlState.InvalidAuthorization, "no PostgreSQL user name specified in startup packet"); return false; }
@@ -242,6 +272,17 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
         return false;
     }
 
+    /// <summary>Why client-tls-sslmode refuses this connection, or null.</summary>
+    private string? TlsRefusal()
+    {
+        var mode = _rt.Tls.Client?.Settings.Mode ?? Tls.SslMode.Disable;
+        if (mode >= Tls.SslMode.Require && _tls == null)
+            return $"SSL required: the pooler accepts only TLS connections (client-tls-sslmode = {Tls.TlsSettings.NameOf(mode)}); connect with sslmode=require or stronger";
+        if (mode >= Tls.SslMode.VerifyCa && !_tls!.PeerValid)
+            return _tls.PeerPresented ? $"client certificate is not valid: {_tls.PeerProblem}" : "connection requires a valid client certificate";
+        return null;
+    }
+
     // ---------------- Authentication ----------------
 
     private void StartAuth()
@@ -253,6 +294,18 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
         {
             case AuthType.Trust:
                 if (users != null && !_userKnown) { AuthFailed(); return; }
+                AuthOk();
+                return;
+            case AuthType.Cert:
+                // as PostgreSQL's cert method: a certificate signed by the CA, whose CN is the user
+                if (_tls == null) { Fatal(SqlState.InvalidAuthorization, $"certificate authentication failed for user \"{_user}\": the connection is not using TLS (connect with sslmode=require or stronger and a client certificate)"); return; }
+                if (!_tls.PeerPresented) { Fatal(SqlState.InvalidAuthorization, "connection requires a valid client certificate"); return; }
+                if (!_tls.PeerValid) { Fatal(SqlState.InvalidAuthorization, $"client certificate is not valid: {_tls.PeerProblem}"); return; }
+                if (_tls.PeerCommonName != _user)
+                {
+                    Fatal(SqlState.InvalidAuthorization, $"certificate authentication failed for user \"{_user}\": the certificate's CN is \"{_tls.PeerCommonName}\"");
+                    return;
+                }
                 AuthOk();
                 return;
             case AuthType.Plain:
@@ -750,6 +803,6 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
         var requestAt = DateTime.UtcNow - TimeSpan.FromMilliseconds(Environment.TickCount64 - Volatile.Read(ref _lastActivity));
         return new Ops.ConnRow("C", _user, _database, waiting ? "waiting" : "active", addr, port, S.Listen.Host, _rt.ListenPort,
             _connectedAt, requestAt, waiting ? (long)(DateTime.UtcNow - waiter!.Since).TotalMicroseconds : 0,
-            _id, link?.Server.Path.Name ?? "", _keyPid, _params.Get("application_name") ?? "", _rt.NodeName);
+            _id, link?.Server.Path.Name ?? "", _keyPid, _params.Get("application_name") ?? "", _rt.NodeName, _tls?.Describe ?? "");
     }
 }

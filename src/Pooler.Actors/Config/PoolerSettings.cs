@@ -4,7 +4,7 @@ namespace Pooler.Actors.Config;
 public enum PoolMode { Session, Transaction, Statement }
 
 /// <summary>How clients prove who they are (PgBouncer's auth_type, the subset we implement).</summary>
-public enum AuthType { Trust, Plain, Md5, ScramSha256 }
+public enum AuthType { Trust, Plain, Md5, ScramSha256, Cert }
 
 public sealed record ListenSettings(string Host, int Port);
 
@@ -105,6 +105,10 @@ public sealed record PoolerSettings(
     public TimeSpan StatsPeriod { get; init; } = TimeSpan.FromSeconds(60);
     public PbmSettings Pbm { get; init; } = PbmSettings.Default;
     public HttpSettings Http { get; init; } = HttpSettings.Default;
+    /// <summary><c>client-tls-*</c>: TLS between clients and the pooler.</summary>
+    public Tls.TlsSettings ClientTls { get; init; } = Tls.TlsSettings.Off;
+    /// <summary><c>server-tls-*</c>: TLS between the pooler and the database servers.</summary>
+    public Tls.TlsSettings ServerTls { get; init; } = Tls.TlsSettings.Off;
 
     /// <summary>The database entry for a name asked by a client, falling back to "*" as PgBouncer does.</summary>
     public DatabaseSettings? FindDatabase(string name)

@@ -86,7 +86,7 @@ public static partial class SettingsLoader
         var auth = ReadAuth(authObj, baseDirectory);
 
         var p = "pooler";
-        return new PoolerSettings(
+        var settings = new PoolerSettings(
             Listen: listen,
             Auth: auth,
             PoolMode: ReadPoolMode(pooler, p, "pool-mode") ?? throw Missing("pooler.pool-mode"),
@@ -121,7 +121,44 @@ public static partial class SettingsLoader
             StatsPeriod = RequirePositiveDuration(pooler, p, "stats-period"),
             Pbm = ReadPbm(RequireObject(pooler, p, "pbm"), referencePooler.Items["pbm"].GetObject().Items.Keys),
             Http = ReadHttp(RequireObject(pooler, p, "http"), referencePooler.Items["http"].GetObject().Items.Keys),
+            ClientTls = ReadTls(pooler, "client", baseDirectory),
+            ServerTls = ReadTls(pooler, "server", baseDirectory),
         };
+        if (settings.Auth.Type == AuthType.Cert && (!settings.ClientTls.Enabled || settings.ClientTls.CaFile == null))
+            throw new ConfigException("pooler.auth.type", "cert needs client TLS with a CA to check certificates against: set client-tls-sslmode (not disable) and client-tls-ca-file");
+        return settings;
+    }
+
+    /// <summary>
+    /// <c>client-tls-*</c> or <c>server-tls-*</c> (PgBouncer's names). Files must be readable now; their
+    /// contents are parsed by <see cref="Tls.TlsContexts.Load"/> at start and on every reload.
+    /// </summary>
+    private static Tls.TlsSettings ReadTls(HoconObject pooler, string side, string? baseDirectory)
+    {
+        const string p = "pooler";
+        var prefix = side + "-tls-";
+        var mode = ReadEnum(pooler, p, prefix + "sslmode", Tls.TlsSettings.ModeNames) ?? throw Missing($"pooler.{prefix}sslmode");
+        string? File(string name)
+        {
+            var raw = ReadString(pooler, p, prefix + name)?.Trim() ?? "";
+            if (raw.Length == 0) return null;
+            var path = Path.GetFullPath(raw, Path.GetFullPath(baseDirectory ?? Directory.GetCurrentDirectory()));
+            CheckReadable($"pooler.{prefix}{name}", path);
+            return path;
+        }
+        var key = File("key-file");
+        var cert = File("cert-file");
+        var ca = File("ca-file");
+        var protocolsText = ReadString(pooler, p, prefix + "protocols") ?? "secure";
+        if (!Tls.TlsSettings.TryParseProtocols(protocolsText, out var protocols, out var error))
+            throw new ConfigException($"pooler.{prefix}protocols", error!);
+        if ((key == null) != (cert == null))
+            throw new ConfigException($"pooler.{prefix}{(key == null ? "key-file" : "cert-file")}", $"is required when {prefix}{(key == null ? "cert-file" : "key-file")} is set");
+        if (side == "client" && mode != Tls.SslMode.Disable && cert == null)
+            throw new ConfigException("pooler.client-tls-cert-file", $"is required when client-tls-sslmode is {Tls.TlsSettings.NameOf(mode)} (with client-tls-key-file: the pooler's certificate)");
+        if (mode >= Tls.SslMode.VerifyCa && ca == null)
+            throw new ConfigException($"pooler.{prefix}ca-file", $"is required when {prefix}sslmode is {Tls.TlsSettings.NameOf(mode)}");
+        return new Tls.TlsSettings(mode, key, cert, ca, protocols);
     }
 
     private static TimeSpan RequirePositiveDuration(HoconObject obj, string parent, string key)
@@ -428,7 +465,7 @@ public static partial class SettingsLoader
         var raw = ReadString(authObj, p, "users-file")?.Trim() ?? "";
         if (raw.Length == 0)
         {
-            if (type != AuthType.Trust)
+            if (type is not AuthType.Trust and not AuthType.Cert)
                 throw new ConfigException("pooler.auth.users-file", $"is required when pooler.auth.type is {AuthTypes.First(t => t.Value == type).Key}");
             return new AuthSettings(type, null);
         }
@@ -512,6 +549,7 @@ public static partial class SettingsLoader
     private static readonly KeyValuePair<string, AuthType>[] AuthTypes =
     [
         new("trust", AuthType.Trust), new("plain", AuthType.Plain), new("md5", AuthType.Md5), new("scram-sha-256", AuthType.ScramSha256),
+        new("cert", AuthType.Cert),
     ];
 
     private static PoolMode? ReadPoolMode(HoconObject obj, string parent, string key) => ReadEnum(obj, parent, key, PoolModes);

@@ -6,7 +6,7 @@ namespace Pooler.Actors.Ops;
 /// <summary>One row of SHOW CLIENTS / SHOW SERVERS (PgBouncer's columns; times in UTC).</summary>
 public sealed record ConnRow(
     string Type, string User, string Database, string State, string Addr, int Port, string LocalAddr, int LocalPort,
-    DateTime ConnectTime, DateTime RequestTime, long WaitUs, string Ptr, string Link, int RemotePid, string ApplicationName, string Node = "");
+    DateTime ConnectTime, DateTime RequestTime, long WaitUs, string Ptr, string Link, int RemotePid, string ApplicationName, string Node = "", string Tls = "");
 
 /// <summary>A session that can describe itself for SHOW CLIENTS/SERVERS. Read from another thread: display only.</summary>
 public interface IConnView

@@ -109,7 +109,7 @@ public static class ConsoleTables
             ("tls", T), ("application_name", T));
         foreach (var r in rows.OrderBy(r => r.ConnectTime))
             rs.Add(r.Type, r.User, r.Database, r.State, r.Addr, r.Port, r.LocalAddr, r.LocalPort, r.ConnectTime, r.RequestTime,
-                (int)(r.WaitUs / 1_000_000), (int)(r.WaitUs % 1_000_000), 0, r.Ptr, r.Link, r.RemotePid, "", r.ApplicationName);
+                (int)(r.WaitUs / 1_000_000), (int)(r.WaitUs % 1_000_000), 0, r.Ptr, r.Link, r.RemotePid, r.Tls, r.ApplicationName);
         return rs;
     }
 

@@ -145,4 +145,7 @@ public static class PgMessages
     }
 
     public static readonly byte[] Terminate = [MsgType.Terminate, 0, 0, 0, 4];
+
+    /// <summary>SSLRequest: length 8, code 80877103.</summary>
+    public static readonly byte[] SslRequest = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 }

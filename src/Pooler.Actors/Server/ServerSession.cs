@@ -76,6 +76,9 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
     private readonly string _id; // Self.Path.Name, for rows read outside the actor (Self needs its context)
     private long _xactStart; // Stopwatch timestamp of the open transaction's first unit (0: none open)
     private bool _used; // linked to a client at least once (server-lifetime = 0 closes it at its first release)
+    private Tls.ServerTls? _serverTls; // server-tls settings when this connection opened (null: disable)
+    private bool _plainFirst; // sslmode allow: this attempt is plaintext; a refused login retries with TLS
+    private Tls.TlsInfo? _tls;
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -102,6 +105,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
         _endpoint = IPAddress.TryParse(_spec.Db.Host, out var ip)
             ? new IPEndPoint(ip, _spec.Db.Port)
             : new DnsEndPoint(_spec.Db.Host, _spec.Db.Port);
+        _serverTls = _rt.Tls.Server;
+        _plainFirst = _serverTls?.Settings.Mode == Tls.SslMode.Allow;
         Context.System.Tcp().Tell(new Tcp.Connect(_endpoint, pullMode: false, timeout: S.ServerConnectTimeout > TimeSpan.Zero ? S.ServerConnectTimeout : null));
         if (S.ServerConnectTimeout > TimeSpan.Zero) Timers.StartSingleTimer("login", new LoginTimeout(), S.ServerConnectTimeout);
     }
@@ -124,23 +129,86 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
     {
         Receive<Tcp.Connected>(c =>
         {
-            _conn = Sender;
             _local = c.LocalAddress as IPEndPoint;
+            if (_serverTls != null && !_plainFirst)
+            {
+                // TLS lives in one adapter in front of the socket actor: SSLRequest goes through it in plaintext,
+                // and once PostgreSQL says 'S' it runs the handshake; from then on it speaks plaintext to us
+                _conn = Context.ActorOf(Tls.TlsConnection.ForServer(Sender, _serverTls, _spec.Db.Host), "tls");
+                _flow = new RelayFlow(_conn, Self);
+                _conn.Tell(new Tcp.Register(Self));
+                Send(PgMessages.SslRequest);
+                RequestRead();
+                Become(NegotiatingTls);
+                return;
+            }
+            _conn = Sender;
             _flow = new RelayFlow(_conn, Self);
             _conn.Tell(new Tcp.Register(Self));
-            var ps = new List<KeyValuePair<string, string>>
-            {
-                new("user", _spec.Creds.User),
-                new("database", _spec.Db.DbName),
-            };
-            _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(PgMessages.Startup(ps))));
-            RequestRead();
-            Become(LoggingIn);
+            SendStartup();
         });
         Receive<Tcp.CommandFailed>(f => FailLogin(SqlState.ClientUnableToEstablishConnection,
             $"could not connect to server {_spec.Db.Host}:{_spec.Db.Port}: {(f.Cause.HasValue ? f.Cause.Value.Message : "connection refused")}"));
         Receive<LoginTimeout>(_ => FailLogin(SqlState.ClientUnableToEstablishConnection,
             $"could not connect to server {_spec.Db.Host}:{_spec.Db.Port}: server-connect-timeout ({S.ServerConnectTimeout.TotalSeconds}s) expired"));
+        Receive<Close>(c => Context.Stop(Self));
+    }
+
+    private void SendStartup()
+    {
+        var ps = new List<KeyValuePair<string, string>>
+        {
+            new("user", _spec.Creds.User),
+            new("database", _spec.Db.DbName),
+        };
+        _conn.Tell(Tcp.Write.Create(ByteString.FromBytes(PgMessages.Startup(ps))));
+        RequestRead();
+        Become(LoggingIn);
+    }
+
+    private string TlsMode => Tls.TlsSettings.NameOf(_serverTls!.Settings.Mode);
+
+    /// <summary>SSLRequest sent: one byte answers it ('S' or 'N'), then the adapter's handshake.</summary>
+    private void NegotiatingTls()
+    {
+        var answered = false;
+        Receive<Tcp.Received>(r =>
+        {
+            if (answered || r.Data.Count != 1)
+            {
+                // anything after the answer byte would be taken as if it came over TLS (CVE-2021-23222)
+                FailLogin(SqlState.ProtocolViolation, answered ? "server sent data during the TLS handshake" : $"server {_spec.Db.Host}:{_spec.Db.Port} sent unencrypted data after its SSL response");
+                return;
+            }
+            answered = true;
+            switch (r.Data[0])
+            {
+                case (byte)'S':
+                    _conn.Tell(new Tls.TlsConnection.Connect());
+                    break;
+                case (byte)'N' when _serverTls!.Settings.Mode is Tls.SslMode.Prefer or Tls.SslMode.Allow:
+                    _log.Info("{0}: server {1}:{2} does not offer TLS; going on in plaintext (server-tls-sslmode = {3})", Who, _spec.Db.Host, _spec.Db.Port, TlsMode);
+                    SendStartup();
+                    break;
+                case (byte)'N':
+                    FailLogin(SqlState.ConnectionFailure, $"server {_spec.Db.Host}:{_spec.Db.Port} does not support TLS, and server-tls-sslmode = {TlsMode} requires it");
+                    break;
+                default:
+                    FailLogin(SqlState.ProtocolViolation, $"server {_spec.Db.Host}:{_spec.Db.Port} answered the SSL request with '{(char)r.Data[0]}'");
+                    break;
+            }
+        });
+        Receive<Tls.TlsConnection.Established>(e =>
+        {
+            _tls = e.Info;
+            _log.Debug("{0}: TLS {1} with {2}:{3}", Who, e.Info.Describe, _spec.Db.Host, _spec.Db.Port);
+            SendStartup();
+        });
+        Receive<Tls.TlsConnection.Failed>(f => FailLogin(SqlState.ConnectionFailure,
+            $"TLS handshake with server {_spec.Db.Host}:{_spec.Db.Port} failed (server-tls-sslmode = {TlsMode}): {f.Reason}"));
+        Receive<LoginTimeout>(_ => FailLogin(SqlState.ClientUnableToEstablishConnection,
+            $"TLS with server {_spec.Db.Host}:{_spec.Db.Port} not set up within server-connect-timeout ({S.ServerConnectTimeout.TotalSeconds}s)"));
+        Receive<Tcp.ConnectionClosed>(_ => FailLogin(SqlState.ConnectionFailure, $"server {_spec.Db.Host}:{_spec.Db.Port} closed the connection during TLS negotiation"));
         Receive<Close>(c => Context.Stop(Self));
     }
 
@@ -180,6 +248,18 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
                 return true;
             case MsgType.ErrorResponse:
                 var f = Payload.ErrorFields(body);
+                if (_plainFirst)
+                {
+                    // sslmode allow, as libpq: the plaintext login was refused, try again over TLS
+                    _log.Info("{0}: plaintext login refused ({1}); retrying with TLS (server-tls-sslmode = allow)", Who, f.GetValueOrDefault('M', ""));
+                    _plainFirst = false;
+                    _conn.Tell(Tcp.Abort.Instance);
+                    _conn = ActorRefs.Nobody;
+                    _buf = new MessageBuffer(S.MaxPacketSize);
+                    Context.System.Tcp().Tell(new Tcp.Connect(_endpoint, pullMode: false, timeout: S.ServerConnectTimeout > TimeSpan.Zero ? S.ServerConnectTimeout : null));
+                    Become(Connecting);
+                    return false;
+                }
                 FailLogin(f.GetValueOrDefault('C', SqlState.ConnectionFailure), $"server login failed: {f.GetValueOrDefault('M', "")}");
                 return false;
             case MsgType.ReadyForQuery:
