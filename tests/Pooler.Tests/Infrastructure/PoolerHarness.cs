@@ -14,12 +14,12 @@ namespace Pooler.Tests.Infrastructure;
 /// </summary>
 public sealed class PoolerHarness : IAsyncDisposable
 {
-    private readonly PostgresFixture _pg;
+    private readonly Func<string, string?, string, string?, bool, int, string> _connectionString; // user, password, db, app, pooling, port
     private readonly UsersFile _users;
 
-    private PoolerHarness(PostgresFixture pg, UsersFile users, ActorSystem system, PoolerService service, string hocon)
+    private PoolerHarness(Func<string, string?, string, string?, bool, int, string> connectionString, UsersFile users, ActorSystem system, PoolerService service, string hocon)
     {
-        _pg = pg;
+        _connectionString = connectionString;
         _users = users;
         System = system;
         Service = service;
@@ -38,17 +38,26 @@ public sealed class PoolerHarness : IAsyncDisposable
     /// database <c>pooler_test</c> (and <c>other_db</c>) point at the fixture, auth is scram-sha-256 with
     /// every fixture user in the users file, pool-mode transaction.
     /// </summary>
-    public static async Task<PoolerHarness> StartAsync(PostgresFixture pg, string settings = "", string? usersFile = null)
+    public static Task<PoolerHarness> StartAsync(PostgresFixture pg, string settings = "", string? usersFile = null)
+        => StartAsync(pg.Port, (u, pw, db, app, pooling, port) => pg.ConnectionString(u, pw, db, app, pooling, port, "127.0.0.1"), settings, usersFile);
+
+    /// <summary>The same in front of the TLS fixture's PostgreSQL (add server-tls-* to <paramref name="settings"/>:
+    /// it accepts nothing in plaintext over TCP). <see cref="ConnectionString"/> connects to the pooler without TLS.</summary>
+    public static Task<PoolerHarness> StartAsync(TlsPostgresFixture pg, string settings = "", string? usersFile = null)
+        => StartAsync(pg.Port, (u, pw, db, app, pooling, port) => pg.ConnectionString(u, pw, db, Npgsql.SslMode.Disable, applicationName: app, pooling: pooling, port: port, host: "127.0.0.1"),
+            settings, usersFile);
+
+    private static async Task<PoolerHarness> StartAsync(int pgPort, Func<string, string?, string, string?, bool, int, string> connectionString, string settings, string? usersFile)
     {
         var users = UsersFile.Create(usersFile != null ? ParseEntries(usersFile) : PostgresFixture.Passwords
             .Where(kv => kv.Value.Length > 0).Select(kv => new KeyValuePair<string, string>(kv.Key, kv.Value))
             .Append(new(PostgresFixture.TrustUser, "")));
-        var hocon = PoolerProcess.DefaultConfig(pg, port: 0, settings, usersFile: users.Path, logLevel: "WARNING");
+        var hocon = PoolerProcess.DefaultConfig(pgPort, port: 0, settings, usersFile: users.Path, logLevel: "WARNING");
         var config = ConfigurationFactory.ParseString(hocon).WithFallback(SettingsLoader.Reference());
         var loaded = SettingsLoader.Load(config, users.Directory);
         var system = ActorSystem.Create("pooler", config.WithFallback(ConfigurationFactory.Default()));
         var service = await PoolerService.StartAsync(system, loaded, users.Directory);
-        return new PoolerHarness(pg, users, system, service, hocon);
+        return new PoolerHarness(connectionString, users, system, service, hocon);
     }
 
     private static IEnumerable<KeyValuePair<string, string>> ParseEntries(string text)
@@ -59,7 +68,7 @@ public sealed class PoolerHarness : IAsyncDisposable
     /// <summary>An Npgsql connection string that goes through this pooler.</summary>
     public string ConnectionString(string user = PostgresFixture.ScramUser, string? password = null,
         string database = PostgresFixture.Database, string? applicationName = null, bool pooling = false)
-        => _pg.ConnectionString(user, password, database, applicationName, pooling, Port, "127.0.0.1");
+        => _connectionString(user, password, database, applicationName, pooling, Port);
 
     public async Task<NpgsqlConnection> OpenAsync(string user = PostgresFixture.ScramUser, string? password = null,
         string database = PostgresFixture.Database, string? applicationName = null)

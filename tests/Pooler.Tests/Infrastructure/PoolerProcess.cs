@@ -80,6 +80,10 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
     /// <c>other_db</c> pointing at the fixture, INFO logging; <paramref name="settings"/> is more HOCON inside <c>pooler { }</c>.
     /// </summary>
     public static string DefaultConfig(PostgresFixture pg, int port = 0, string settings = "",
+        string usersFile = "userlist.txt", string logLevel = "INFO") => DefaultConfig(pg.Port, port, settings, usersFile, logLevel);
+
+    /// <inheritdoc cref="DefaultConfig(PostgresFixture, int, string, string, string)"/>
+    public static string DefaultConfig(int pgPort, int port = 0, string settings = "",
         string usersFile = "userlist.txt", string logLevel = "INFO") => $$"""
         pooler {
           listen { host = "127.0.0.1", port = {{port.ToString(CultureInfo.InvariantCulture)}} }
@@ -89,8 +93,8 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
           max-client-conn = 2000
           shutdown-timeout = 3s
           databases {
-            {{PostgresFixture.Database}} { host = "127.0.0.1", port = {{pg.Port}}, dbname = "{{PostgresFixture.Database}}" }
-            {{PostgresFixture.OtherDatabase}} { host = "127.0.0.1", port = {{pg.Port}}, dbname = "{{PostgresFixture.OtherDatabase}}" }
+            {{PostgresFixture.Database}} { host = "127.0.0.1", port = {{pgPort}}, dbname = "{{PostgresFixture.Database}}" }
+            {{PostgresFixture.OtherDatabase}} { host = "127.0.0.1", port = {{pgPort}}, dbname = "{{PostgresFixture.OtherDatabase}}" }
           }
           {{settings}}
         }
