@@ -17,7 +17,8 @@ internal sealed class BridgeStream(Action<byte[]> send) : Stream, IValueTaskSour
     private bool _pending;
     private Memory<byte> _pendingBuffer;
     private ManualResetValueTaskSourceCore<int> _source; // continuations run inline: see the summary
-    private List<byte[]>? _collected;
+    private readonly List<byte[]> _collectedParts = [];
+    private bool _collecting;
 
     /// <summary>Ciphertext from the socket.</summary>
     public void Push(ReadOnlyMemory<byte> data)
@@ -52,16 +53,23 @@ internal sealed class BridgeStream(Action<byte[]> send) : Stream, IValueTaskSour
     /// <summary>Writes made until <see cref="EndCollect"/> are gathered into one, instead of one socket write each.</summary>
     public void BeginCollect()
     {
-        lock (_gate) _collected ??= [];
+        lock (_gate) _collecting = true;
     }
 
-    public List<byte[]>? EndCollect()
+    /// <summary>Ends collecting and returns what was written meanwhile as one ByteString (most often one TLS record).</summary>
+    public Akka.IO.ByteString EndCollect()
     {
         lock (_gate)
         {
-            var c = _collected;
-            _collected = null;
-            return c;
+            _collecting = false;
+            var data = _collectedParts.Count switch
+            {
+                0 => Akka.IO.ByteString.Empty,
+                1 => Akka.IO.ByteString.FromBytes(_collectedParts[0]),
+                _ => _collectedParts.Aggregate(Akka.IO.ByteString.Empty, (acc, p) => acc.Concat(Akka.IO.ByteString.FromBytes(p))),
+            };
+            _collectedParts.Clear();
+            return data;
         }
     }
 
@@ -111,7 +119,7 @@ internal sealed class BridgeStream(Action<byte[]> send) : Stream, IValueTaskSour
         var copy = buffer.ToArray();
         lock (_gate)
         {
-            if (_collected != null) { _collected.Add(copy); return; }
+            if (_collecting) { _collectedParts.Add(copy); return; }
         }
         send(copy);
     }

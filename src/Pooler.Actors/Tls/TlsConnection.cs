@@ -253,10 +253,7 @@ public sealed class TlsConnection : ReceiveActor
             Context.Stop(Self);
             return;
         }
-        var parts = _bridge.EndCollect();
-        var data = ByteString.Empty;
-        if (parts != null)
-            foreach (var p in parts) data = data.Concat(ByteString.FromBytes(p));
+        var data = _bridge.EndCollect();
         if (w.Ack is Tcp.NoAck) { if (data.Count > 0) _socket.Tell(Tcp.Write.Create(data)); }
         else _socket.Tell(Tcp.Write.Create(data, new AckFor(sender, w.Ack)));
     }

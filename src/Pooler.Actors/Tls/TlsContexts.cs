@@ -40,7 +40,8 @@ public sealed class TlsContexts
         var c = settings.ClientTls;
         var s = settings.ServerTls;
         return new TlsContexts(
-            c.Enabled ? new ClientTls(c, LoadCertificate("client-tls", c.CertFile!, c.KeyFile!), LoadCa("client-tls", c.CaFile)) : null,
+            c.Enabled ? new ClientTls(c, LoadCertificate("client-tls", c.CertFile!, c.KeyFile!), LoadCa("client-tls", c.CaFile),
+                askForCertificate: c.Verifies || settings.Auth.Type == AuthType.Cert) : null,
             s.Enabled ? new ServerTls(s, s.CertFile != null ? LoadCertificate("server-tls", s.CertFile, s.KeyFile!) : null, LoadCa("server-tls", s.CaFile)) : null);
     }
 
@@ -119,13 +120,17 @@ public sealed class ClientTls
 
     private readonly SslStreamCertificateContext _certificate;
     private readonly X509Certificate2Collection? _ca;
+    private readonly bool _askForCertificate;
 
-    public ClientTls(TlsSettings settings, (X509Certificate2 Leaf, X509Certificate2Collection Chain) cert, X509Certificate2Collection? ca)
+    /// <param name="askForCertificate">Send a CertificateRequest: only when a certificate is checked (verify-ca,
+    /// verify-full) or logs in (auth.type = cert), as PgBouncer; otherwise the handshake is a message shorter.</param>
+    public ClientTls(TlsSettings settings, (X509Certificate2 Leaf, X509Certificate2Collection Chain) cert, X509Certificate2Collection? ca, bool askForCertificate)
     {
         Settings = settings;
         // built once: the chain to send is resolved here, not at every handshake
         _certificate = SslStreamCertificateContext.Create(cert.Leaf, cert.Chain, offline: true);
         _ca = ca;
+        _askForCertificate = askForCertificate && ca != null;
     }
 
     public TlsSettings Settings { get; }
@@ -140,13 +145,13 @@ public sealed class ClientTls
         {
             ServerCertificateContext = _certificate,
             EnabledSslProtocols = Settings.Protocols,
-            ClientCertificateRequired = _ca != null,
+            ClientCertificateRequired = _askForCertificate,
             CertificateRevocationCheckMode = X509RevocationMode.NoCheck,
             ApplicationProtocols = [Alpn],
             RemoteCertificateValidationCallback = (_, cert, chain, _) =>
             {
                 peer = cert;
-                problem = _ca == null ? null : TlsContexts.CheckChain(cert, chain, _ca);
+                problem = _askForCertificate && cert != null ? TlsContexts.CheckChain(cert, chain, _ca!) : null;
                 return true;
             },
         };

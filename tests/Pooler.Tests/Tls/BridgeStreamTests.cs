@@ -68,9 +68,10 @@ public sealed class BridgeStreamTests
         bridge.Write(new byte[] { 2 });
         bridge.Write(new byte[] { 3, 4 });
         Assert.Single(sent);
-        var collected = bridge.EndCollect();
-        Assert.Equal([new byte[] { 2 }, new byte[] { 3, 4 }], collected);
-        Assert.Null(bridge.EndCollect());
+        Assert.Equal(new byte[] { 2, 3, 4 }, bridge.EndCollect().ToArray());
+        Assert.Equal(0, bridge.EndCollect().Count);
+        bridge.Write(new byte[] { 5 });
+        Assert.Equal(2, sent.Count);
     }
 
     [Fact]
