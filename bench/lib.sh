@@ -54,7 +54,8 @@ bl_median() {
 bl_latency_stats() {
   local sorted
   sorted=$(mktemp "${TMPDIR:-/tmp}/bl-lat.XXXXXX")
-  cat "$@" 2>/dev/null | awk '$3 ~ /^[0-9]+$/ { print $3 }' | LC_ALL=C sort -n -S 64M >"$sorted"
+  # A run that failed before writing a log leaves no file: that is 0 latencies, not an error (set -e, pipefail).
+  { cat "$@" 2>/dev/null || true; } | awk '$3 ~ /^[0-9]+$/ { print $3 }' | LC_ALL=C sort -n -S 64M >"$sorted"
   awk '
     { v[NR] = $1 }
     END {
@@ -102,13 +103,15 @@ bl_sampler_stop() {
 }
 
 # bl_pgbench_field FILE WHAT: a number from pgbench's summary (tps, lat, failed, conn, processed).
+# With -C (a new connection per transaction) pgbench prints "tps = N (including reconnection times)", which is
+# connections per second, and "average connection time" instead of the initial one; tps and conn read either form.
 bl_pgbench_field() {
   local f=$1
   case "$2" in
-    tps)       sed -n 's/^tps = \([0-9.]*\) (without initial connection time).*/\1/p' "$f" ;;
+    tps)       sed -n 's/^tps = \([0-9.]*\) (\(without initial connection time\|including reconnection times\)).*/\1/p' "$f" ;;
     lat)       sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$f" ;;
     failed)    sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$f" ;;
-    conn)      sed -n 's/^initial connection time = \([0-9.]*\) ms.*/\1/p' "$f" ;;
+    conn)      sed -n 's/^\(initial\|average\) connection time = \([0-9.]*\) ms.*/\2/p' "$f" ;;
     processed) sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$f" ;;
   esac | head -n1
 }

@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # One command, one run, one machine: PostgreSQL direct vs PgBouncer vs Pooler.
 #
-#   bench/run.sh            # full run (about 30 minutes on 2 cores; the plan is printed first)
-#   bench/run.sh --quick    # under 5 minutes: clients 1 and 50, 5 s per pgbench run, 1 seed run per target
+#   bench/run.sh            # full run (about 32 minutes on 2 cores; the plan is printed first)
+#   bench/run.sh --quick    # about 6 minutes: clients 1 and 50, 5 s per pgbench run, 1 seed run per target
 #   bench/run.sh --plan     # print what would run and how long it should take
 #   bench/run.sh --help
 #
-# Parts (PARTS="matrix seed idle"):
+# Parts (PARTS="matrix seed idle tls"):
 #   matrix  pgbench -S (simple), -S -M extended and the TPC-B-like script at each client count, per target:
 #           tps, average/p50/p99/max latency (p99 from per-transaction logs), failed transactions, most backends,
 #           CPU seconds per 1,000 transactions and peak RSS of the pooler under test
 #   seed    src/Pooler.Workload's flights workload, each target SEED_RUNS times on fresh data: per-step and per-cycle
 #           latency, cycles/s, errors by SQLSTATE, most backends, UPDATE statement time from pg_stat_statements
 #   idle    IDLE_CONNECTIONS idle clients held open through each pooler: RSS per client and time to open them
+#   tls     TLS on both sides (client -> pooler and pooler -> PostgreSQL, PGSSLMODE=require on pgbench's side):
+#           pgbench -S at TLS_CLIENTS through a PgBouncer and a Pooler configured for TLS (own ports, own roles) and
+#           directly to PostgreSQL with TLS, then the handshake rate (pgbench -S -C, a new TLS connection per
+#           transaction) at TLS_HANDSHAKE_CLIENTS. Runs last: it turns PostgreSQL's ssl on (a reload), and libpq's
+#           default sslmode=prefer would then put TLS under the other parts' direct rows.
 # Results: bench/results/<YYYY-MM-DD-HHMM>.md plus PNG charts, copied to bench/results/latest.md and latest-*.png;
 # raw outputs (TSV, JSON, pgbench logs, commands) under bench/results/raw/<stamp>/ (not committed).
 # Env knobs: see usage() below. Everything listens on 127.0.0.1, lives in a temp folder and is stopped on exit.
@@ -32,10 +37,10 @@ usage: bench/run.sh [--quick] [--plan] [--help]
 --plan    print the plan and its time estimate, run nothing
 
 --quick   smaller defaults (each still overridable by its variable): CLIENTS="1 50", DURATION=5, SEED_RUNS=1,
-          SEED_CONNECTIONS=256, SEED_ITERATIONS=200, IDLE_CONNECTIONS=2000, BUDGET_SECONDS=270
+          SEED_CONNECTIONS=256, SEED_ITERATIONS=200, IDLE_CONNECTIONS=2000, TLS_CLIENTS=50, BUDGET_SECONDS=390
 
 Environment (full-run default first):
-  PARTS            "matrix seed idle"        which parts to run
+  PARTS            "matrix seed idle tls"    which parts to run
   TARGETS          "direct pgbouncer pooler" (idle always skips direct)
   SCRIPTS          "select-simple select-extended tpcb-like"
   CLIENTS          "1 50 500 1000"           pgbench client counts
@@ -54,6 +59,12 @@ Environment (full-run default first):
   IDLE_CONNECTIONS 10000                     idle clients per pooler
   MAX_CLIENT_CONN  max(2000, IDLE_CONNECTIONS + 1000), for both poolers
   BUDGET_MINUTES   38   (or BUDGET_SECONDS)  runs that would not end by then are skipped (SKIPPED), seed runs cut
+  TLS_CLIENTS      "50 1000"                 pgbench -S client counts of the tls part (DURATION s each, + allowance)
+  TLS_HANDSHAKE_CLIENTS  8                   pgbench -S -C clients (handshake rate), TLS_HANDSHAKE_DURATION (DURATION) s
+  TLS_CONNECT_ALLOWANCE  20                  seconds per 1,000 clients added to a tls run's -T: pgbench's clock runs while
+                                             it opens its connections one by one (each a TLS handshake) before any transaction
+  TLS_SERVER_SSLMODE     verify-full         both poolers' server-side sslmode: verify-full | verify-ca | require
+  TLS_KEY          rsa:2048                  key of the throw-away CA and server certificate: rsa:BITS | ec (P-256)
   AUTH             trust                     trust | md5 | scram-sha-256
   POOLER_CMD       command taking --config FILE (default: dotnet on the Release Pooler.Host.dll)
   WORKLOAD_CMD     Pooler.Workload command (default: dotnet on the Release Pooler.Workload.dll)
@@ -74,9 +85,9 @@ done
 
 if [ "$quick" = 1 ]; then
   : "${CLIENTS:=1 50}" "${DURATION:=5}" "${SEED_RUNS:=1}" "${SEED_CONNECTIONS:=256}" "${SEED_ITERATIONS:=200}"
-  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_SECONDS:=270}" "${WARMUP:=5}"
+  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_SECONDS:=390}" "${WARMUP:=5}" "${TLS_CLIENTS:=50}"
 fi
-PARTS=${PARTS:-"matrix seed idle"}
+PARTS=${PARTS:-"matrix seed idle tls"}
 TARGETS=${TARGETS:-"direct pgbouncer pooler"}
 SCRIPTS=${SCRIPTS:-"select-simple select-extended tpcb-like"}
 CLIENTS=${CLIENTS:-"1 50 500 1000"}
@@ -99,16 +110,30 @@ IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 MAX_CLIENT_CONN=${MAX_CLIENT_CONN:-$(( IDLE_CONNECTIONS + 1000 > 2000 ? IDLE_CONNECTIONS + 1000 : 2000 ))}
 BUDGET_MINUTES=${BUDGET_MINUTES:-38}
 BUDGET_SECONDS=${BUDGET_SECONDS:-$(( BUDGET_MINUTES * 60 ))}
+TLS_CLIENTS=${TLS_CLIENTS:-"50 1000"}
+TLS_HANDSHAKE_CLIENTS=${TLS_HANDSHAKE_CLIENTS:-8}
+TLS_HANDSHAKE_DURATION=${TLS_HANDSHAKE_DURATION:-$DURATION}
+TLS_CONNECT_ALLOWANCE=${TLS_CONNECT_ALLOWANCE:-20}
+TLS_SERVER_SSLMODE=${TLS_SERVER_SSLMODE:-verify-full}
+TLS_KEY=${TLS_KEY:-rsa:2048}
 AUTH=${AUTH:-trust}
 RESULTS_DIR=${RESULTS_DIR:-$here/results}
 PASSWORD=bench-pass
 
 case "$AUTH" in trust|md5|scram-sha-256) ;; *) pgh_die "AUTH must be trust, md5 or scram-sha-256" ;; esac
 for v in DURATION THREADS SCALE POOL_SIZE SEED_POOL_SIZE SEED_RUNS SEED_CONNECTIONS SEED_WORKERS SEED_ITERATIONS \
-         SEED_FLIGHTS SEED_DELAY SEED_BATCH SEED_RATE_GUESS IDLE_CONNECTIONS MAX_CLIENT_CONN BUDGET_SECONDS; do
+         SEED_FLIGHTS SEED_DELAY SEED_BATCH SEED_RATE_GUESS IDLE_CONNECTIONS MAX_CLIENT_CONN BUDGET_SECONDS \
+         TLS_HANDSHAKE_CLIENTS TLS_HANDSHAKE_DURATION; do
   if ! [[ "${!v}" =~ ^[0-9]+$ ]] || [ "${!v}" -eq 0 ]; then pgh_die "$v must be a positive integer (is '${!v}')"; fi
 done
+[[ "$TLS_CONNECT_ALLOWANCE" =~ ^[0-9]+$ ]] || pgh_die "TLS_CONNECT_ALLOWANCE must be a whole number of seconds"
+# tls_duration CLIENTS: -T of a tls throughput run, DURATION plus the connect allowance.
+tls_duration() { echo $(( DURATION + ($1 * TLS_CONNECT_ALLOWANCE + 999) / 1000 )); }
 for c in $CLIENTS; do if ! [[ "$c" =~ ^[0-9]+$ ]] || [ "$c" -eq 0 ]; then pgh_die "CLIENTS must be positive integers"; fi; done
+for c in $TLS_CLIENTS; do if ! [[ "$c" =~ ^[0-9]+$ ]] || [ "$c" -eq 0 ]; then pgh_die "TLS_CLIENTS must be positive integers"; fi; done
+for p in $PARTS; do case "$p" in matrix|seed|idle|tls) ;; *) pgh_die "unknown part '$p' in PARTS" ;; esac; done
+case "$TLS_SERVER_SSLMODE" in verify-full|verify-ca|require) ;; *) pgh_die "TLS_SERVER_SSLMODE must be verify-full, verify-ca or require" ;; esac
+[[ "$TLS_KEY" =~ ^(rsa:[0-9]+|ec)$ ]] || pgh_die "TLS_KEY must be rsa:BITS or ec"
 for s in $SCRIPTS; do
   case "$s" in select-simple|select-extended|tpcb-like) ;; *) pgh_die "unknown script '$s' in SCRIPTS" ;; esac
 done
@@ -121,6 +146,7 @@ script_args() {
     select-simple)   echo "-S -M simple" ;;
     select-extended) echo "-S -M extended" ;;
     tpcb-like)       echo "-M simple" ;;
+    select-connect)  echo "-S -M simple -C" ;;
   esac
 }
 
@@ -136,6 +162,12 @@ for c in $CLIENTS; do
   [ "$c" -gt "$max_clients" ] && max_clients=$c
   est_matrix=$(( est_matrix + n_scripts * n_targets * (DURATION + 2 + c / 150) ))
 done
+# The tls part: each target at each TLS client count, one handshake run each, a warm-up each, certificates and starts.
+est_tls=$(( 15 + n_targets * (WARMUP + (WARMUP / 4 > 2 ? WARMUP / 4 : 2) + 4 + TLS_HANDSHAKE_DURATION + 2) ))
+for c in $TLS_CLIENTS; do
+  if has "$PARTS" tls && has "$TARGETS" direct && [ "$c" -gt "$max_clients" ]; then max_clients=$c; fi
+  est_tls=$(( est_tls + n_targets * ($(tls_duration "$c") + 2 + c / 150) ))
+done
 seed_cycles=$(( SEED_ITERATIONS * SEED_WORKERS ))
 est_seed_run=$(( 5 + SEED_FLIGHTS / 10000 + SEED_CONNECTIONS / 150 + seed_cycles / SEED_RATE_GUESS ))
 est_seed=$(( n_targets * SEED_RUNS * est_seed_run ))
@@ -143,8 +175,9 @@ est_idle=$(( n_poolers * (10 + IDLE_CONNECTIONS / 400) ))
 has "$PARTS" matrix || est_matrix=0
 has "$PARTS" seed || est_seed=0
 has "$PARTS" idle || est_idle=0
+has "$PARTS" tls || est_tls=0
 # Build (incremental) and setup before, report and charts after: about a minute together.
-est_total=$(( 60 + est_matrix + est_seed + est_idle ))
+est_total=$(( 60 + est_matrix + est_seed + est_idle + est_tls ))
 # A seed run may take several times the guess before it is called hung.
 SEED_RUN_TIMEOUT=${SEED_RUN_TIMEOUT:-$(( 120 + 4 * est_seed_run ))}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-$(( 60 + IDLE_CONNECTIONS / 50 ))}
@@ -154,6 +187,7 @@ pgh_log "plan ($([ "$quick" = 1 ] && echo quick || echo full)): parts [$PARTS], 
 pgh_log "  matrix: scripts [$SCRIPTS] x clients [$CLIENTS] x ${n_targets} targets, ${DURATION} s each, -j $THREADS, pool $POOL_SIZE: ~$(mmss "$est_matrix")"
 pgh_log "  seed:   ${n_targets} targets x $SEED_RUNS runs, $SEED_CONNECTIONS connections, $SEED_ITERATIONS cycles/worker x $SEED_WORKERS, pool $SEED_POOL_SIZE: ~$(mmss "$est_seed") (guessing $SEED_RATE_GUESS cycles/s)"
 pgh_log "  idle:   $IDLE_CONNECTIONS clients through [${poolers}]: ~$(mmss "$est_idle")"
+pgh_log "  tls:    pgbench -S at clients [$TLS_CLIENTS] x ${n_targets} targets, ${DURATION} s each (+ $TLS_CONNECT_ALLOWANCE s per 1,000 clients to connect), and pgbench -S -C at $TLS_HANDSHAKE_CLIENTS clients, ${TLS_HANDSHAKE_DURATION} s, all with TLS (server side $TLS_SERVER_SSLMODE): ~$(mmss "$est_tls")"
 pgh_log "  total:  ~$(mmss "$est_total") with build, setup and report; runs that would not end within $(mmss "$BUDGET_SECONDS") are skipped"
 [ "$plan_only" = 0 ] || exit 0
 budget_end=$(( SECONDS + BUDGET_SECONDS ))
@@ -182,6 +216,7 @@ fi
 command -v jq >/dev/null 2>&1 || apt_install jq || pgh_die "jq is needed to read the workload's JSON"
 # ScottPlot renders with SkiaSharp's built-in font handling; DejaVu is the font it finds on Debian.
 [ -d /usr/share/fonts/truetype/dejavu ] || apt_install fonts-dejavu-core || pgh_log "fonts-dejavu-core not installed; chart text may be missing"
+if has "$PARTS" tls; then command -v openssl >/dev/null 2>&1 || apt_install openssl || pgh_die "openssl is needed for the tls part's certificates"; fi
 
 stamp=$(date +%Y-%m-%d-%H%M)
 [ -e "$RESULTS_DIR/$stamp.md" ] && stamp="$stamp-$(date +%S)"
@@ -197,8 +232,12 @@ chmod 755 "$work"
 pg_dir="$work/pg"
 bouncer_dir="$work/pgbouncer"
 pooler_dir="$work/pooler"
+tls_dir="$work/tls"
+bouncer_tls_dir="$work/pgbouncer-tls"
+pooler_tls_dir="$work/pooler-tls"
 mkdir -p "$bouncer_dir" "$pooler_dir" "$work/pgb"
 pooler_pid=""
+pooler_tls_pid=""
 idle_pid=""
 idle_fd=""
 
@@ -209,7 +248,9 @@ cleanup() {
   if [ -n "$idle_fd" ]; then eval "exec $idle_fd>&-" 2>/dev/null || true; fi
   if [ -n "$idle_pid" ]; then pgh_kill_pid "$idle_pid"; fi
   if [ -n "$pooler_pid" ]; then pgh_kill_pid "$pooler_pid"; fi
+  if [ -n "$pooler_tls_pid" ]; then pgh_kill_pid "$pooler_tls_pid"; fi
   pgh_pgbouncer_stop "$bouncer_dir/pgbouncer.pid"
+  pgh_pgbouncer_stop "$bouncer_tls_dir/pgbouncer.pid"
   pgh_pg_stop "$pg_dir"
   if [ "${KEEP_WORK:-0}" = 1 ]; then pgh_log "kept $work"; else rm -rf "$work"; fi
   exit "$rc"
@@ -234,6 +275,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   build Pooler.BenchCharts
   [ -n "${WORKLOAD_CMD:-}" ] || build Pooler.Workload
 fi
+pooler_cmd_given=${POOLER_CMD:-}
 POOLER_CMD=${POOLER_CMD:-"dotnet $pooler_dll"}
 workload_note=""
 if [ -z "${WORKLOAD_CMD:-}" ]; then
@@ -250,7 +292,8 @@ wl=(${WORKLOAD_CMD:-})
 # --- PostgreSQL -----------------------------------------------------------------------------------
 seed_max=0
 has "$PARTS" seed && has "$TARGETS" direct && seed_max=$SEED_CONNECTIONS
-pg_max_conn=$(( (max_clients > seed_max ? max_clients : seed_max) + 2 * (POOL_SIZE + SEED_POOL_SIZE) + 100 ))
+# Pools of both poolers (the tls part's two more), plus room for the sampler and psql.
+pg_max_conn=$(( (max_clients > seed_max ? max_clients : seed_max) + 4 * POOL_SIZE + 2 * SEED_POOL_SIZE + 100 ))
 pg_port=$(pgh_free_port)
 pg_version=$("$PGBIN/postgres" --version | awk '{print $3}')
 pgh_log "PostgreSQL $pg_version on port $pg_port (max_connections $pg_max_conn, auth $AUTH, pg_stat_statements)"
@@ -273,6 +316,9 @@ CREATE ROLE bench LOGIN PASSWORD '$PASSWORD';
 CREATE ROLE bench_direct LOGIN PASSWORD '$PASSWORD';
 CREATE ROLE bench_pgbouncer LOGIN PASSWORD '$PASSWORD';
 CREATE ROLE bench_pooler LOGIN PASSWORD '$PASSWORD';
+CREATE ROLE bench_direct_tls LOGIN PASSWORD '$PASSWORD';
+CREATE ROLE bench_pgbouncer_tls LOGIN PASSWORD '$PASSWORD';
+CREATE ROLE bench_pooler_tls LOGIN PASSWORD '$PASSWORD';
 CREATE DATABASE bench OWNER bench;
 CREATE DATABASE seed_direct OWNER bench_direct;
 CREATE DATABASE seed_pgbouncer OWNER bench_pgbouncer;
@@ -280,23 +326,27 @@ CREATE DATABASE seed_pooler OWNER bench_pooler;
 SQL
 pgh_psql_super "$pg_dir" "$pg_port" bench -c "CREATE EXTENSION pg_stat_statements"
 
-if has "$PARTS" matrix; then
+if has "$PARTS" matrix || has "$PARTS" tls; then
   pgh_log "pgbench -i -s $SCALE"
   record "$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$pg_port" -U bench bench
   PGPASSWORD=$PASSWORD timeout -k 10 900 "$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$pg_port" -U bench bench >"$work/init.log" 2>&1 \
     || { cat "$work/init.log" >&2; pgh_die "pgbench -i failed"; }
   # One role per target, so pg_stat_activity tells whose backends they are; TPC-B writes, so full rights.
   pgh_psql_super "$pg_dir" "$pg_port" bench \
-    -c "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO bench_direct, bench_pgbouncer, bench_pooler" \
+    -c "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO bench_direct, bench_pgbouncer, bench_pooler,
+          bench_direct_tls, bench_pgbouncer_tls, bench_pooler_tls" \
     -c "VACUUM ANALYZE"
 fi
 
 # --- PgBouncer ------------------------------------------------------------------------------------
+# The plain poolers serve the matrix, seed and idle parts; the tls part starts its own two (see below).
+plain_parts=0
+for p in matrix seed idle; do if has "$PARTS" "$p"; then plain_parts=1; fi; done
 bouncer_ok=0
 bouncer_port=""
 bouncer_pid=""
 bouncer_version=$("$(pgh_find_pgbouncer)" --version 2>/dev/null | head -n1 || echo "PgBouncer ?")
-if has "$TARGETS" pgbouncer; then
+if has "$TARGETS" pgbouncer && [ "$plain_parts" = 1 ]; then
   bouncer_port=$(pgh_free_port)
   printf '"bench_pgbouncer" "%s"\n' "$PASSWORD" >"$bouncer_dir/userlist.txt"
   cat >"$bouncer_dir/pgbouncer.ini" <<INI
@@ -330,7 +380,7 @@ fi
 pooler_ok=0
 pooler_port=""
 pooler_note=""
-if has "$TARGETS" pooler; then
+if has "$TARGETS" pooler && [ "$plain_parts" = 1 ]; then
   pooler_port=$(pgh_free_port)
   if [ "$POOLER_CMD" = "dotnet $pooler_dll" ] && [ ! -f "$pooler_dll" ]; then pooler_note="no $pooler_dll"; fi
   printf '"bench_pooler" "%s"\n' "$PASSWORD" >"$pooler_dir/userlist.txt"
@@ -365,7 +415,13 @@ HOCON
   [ -z "$pooler_note" ] || pgh_log "Pooler rows will show FAILED ($pooler_note)"
 fi
 
+# The tls part's targets (set up in part 5): ssl state "" until then.
+tls_direct_ok=0; tls_direct_why="not-set-up"
+bouncer_tls_ok=0; bouncer_tls_port=""; bouncer_tls_pid=""; bouncer_tls_why="not-started"
+pooler_tls_ok=0; pooler_tls_port=""; pooler_tls_why="not-started"; pooler_tls_said=""
+
 # target_info TARGET: sets t_port, t_role, t_pid (process to account, "" for direct), t_ok, t_why.
+# TARGET is direct, pgbouncer or pooler, or direct-tls, pgbouncer-tls or pooler-tls for the tls part.
 target_info() {
   t_ok=1; t_why=""
   case "$1" in
@@ -374,6 +430,12 @@ target_info() {
                [ "$bouncer_ok" = 1 ] || { t_ok=0; t_why="not-started"; } ;;
     pooler)    t_port=$pooler_port;   t_role=bench_pooler;    t_pid=$pooler_pid
                [ "$pooler_ok" = 1 ] || { t_ok=0; t_why=${pooler_note// /-}; } ;;
+    direct-tls)    t_port=$pg_port;           t_role=bench_direct_tls;    t_pid=""
+                   [ "$tls_direct_ok" = 1 ] || { t_ok=0; t_why=$tls_direct_why; } ;;
+    pgbouncer-tls) t_port=$bouncer_tls_port;  t_role=bench_pgbouncer_tls; t_pid=$bouncer_tls_pid
+                   [ "$bouncer_tls_ok" = 1 ] || { t_ok=0; t_why=$bouncer_tls_why; } ;;
+    pooler-tls)    t_port=$pooler_tls_port;   t_role=bench_pooler_tls;    t_pid=$pooler_tls_pid
+                   [ "$pooler_tls_ok" = 1 ] || { t_ok=0; t_why=$pooler_tls_why; } ;;
   esac
   if [ "$t_ok" = 1 ] && [ -n "$t_pid" ] && ! kill -0 "$t_pid" 2>/dev/null; then t_ok=0; t_why="process-gone"; fi
 }
@@ -382,30 +444,34 @@ target_info() {
 matrix="$raw/matrix.tsv"
 printf 'script\ttarget\tclients\ttps\tavg_ms\tp50_ms\tp99_ms\tmax_ms\tfailed\tprocessed\tmax_backends\tconn_ms\tcpu_s\tcpu_s_per_1k_tx\tpeak_rss_kib\tstatus\n' >"$matrix"
 
-# matrix_run SCRIPT TARGET CLIENTS: one pgbench run, one TSV row.
-matrix_run() {
-  local script=$1 target=$2 c=$3 out logdir rc=0 status=ok threads=$THREADS tps lat failed processed conn
-  local n p50 p99 pmax cpu0="" cpu1="" cpu="-" cpuk="-" rss="-" backends
+# pgbench_run TSV SCRIPT TARGET CLIENTS SECONDS: one pgbench run, one row of TSV (the matrix's columns).
+# A *-tls target runs pgbench with PGSSLMODE=require. The select-connect script (-C) keeps no per-transaction log:
+# pgbench's logged latency leaves out the connection, which is what -C measures (tps = connections per second).
+pgbench_run() {
+  local tsv=$1 script=$2 target=$3 c=$4 dur=$5 out logdir rc=0 status=ok threads=$THREADS tps lat failed processed conn
+  local n p50 p99 pmax cpu0="" cpu1="" cpu="-" cpuk="-" rss="-" backends pre=() txlog=()
   target_info "$target"
   if [ "$t_ok" != 1 ]; then
-    printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\tFAILED(%s)\n' "$script" "$target" "$c" "$t_why" >>"$matrix"
+    printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\tFAILED(%s)\n' "$script" "$target" "$c" "$t_why" >>"$tsv"
     return 0
   fi
-  if ! fits $(( DURATION + 10 )); then
-    printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\tSKIPPED(budget)\n' "$script" "$target" "$c" >>"$matrix"
+  if ! fits $(( dur + 10 )); then
+    printf '%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-\tSKIPPED(budget)\n' "$script" "$target" "$c" >>"$tsv"
     return 0
   fi
   [ "$c" -lt "$threads" ] && threads=$c
   out="$raw/pgbench-$script-$target-$c.log"
   logdir="$work/pgb/$script-$target-$c"
   mkdir -p "$logdir"
+  [[ "$target" == *-tls ]] && pre=(env PGSSLMODE=require)
+  [ "$script" = select-connect ] || txlog=(-l --log-prefix="$logdir/tx")
   # shellcheck disable=SC2046
-  set -- "$PGBENCH" -h 127.0.0.1 -p "$t_port" -U "$t_role" $(script_args "$script") -T "$DURATION" -c "$c" -j "$threads" -n \
-    -l --log-prefix="$logdir/tx" bench
+  set -- "${pre[@]}" "$PGBENCH" -h 127.0.0.1 -p "$t_port" -U "$t_role" $(script_args "$script") -T "$dur" -c "$c" -j "$threads" -n \
+    "${txlog[@]}" bench
   record "$@"
-  bl_sampler_start "$work/sample" $(( DURATION + 120 )) "$super_psql" "$t_role" bench "$t_pid"
+  bl_sampler_start "$work/sample" $(( dur + 120 )) "$super_psql" "$t_role" bench "$t_pid"
   [ -n "$t_pid" ] && cpu0=$(bl_cpu_ticks "$t_pid")
-  PGPASSWORD=$PASSWORD timeout -k 10 $(( DURATION + 60 + c / 10 )) "$@" >"$out" 2>&1 || rc=$?
+  PGPASSWORD=$PASSWORD timeout -k 10 $(( dur + 60 + c / 10 )) "$@" >"$out" 2>&1 || rc=$?
   [ -n "$t_pid" ] && cpu1=$(bl_cpu_ticks "$t_pid")
   bl_sampler_stop
   backends=$(cat "$work/sample.backends")
@@ -414,20 +480,26 @@ matrix_run() {
   conn=$(bl_pgbench_field "$out" conn); processed=$(bl_pgbench_field "$out" processed)
   if [ -z "$tps" ] && [ "${processed:-}" = 0 ]; then tps=0; fi
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then status="FAILED(timeout)"
-  elif [ "$rc" -ne 0 ]; then status="FAILED(exit-$rc)"; fi
+  elif [ "$rc" -ne 0 ]; then status="FAILED(exit-$rc)"
+  # -T ran out while pgbench was still opening its connections: no transaction, no connection time, exit 0.
+  elif [ "${processed:-}" = 0 ] && [ -z "$conn" ]; then status="FAILED(connecting-outlasted-T)"; fi
   if [ "$status" != ok ]; then
     pgh_log "$script $target $c clients: $status; pgbench said:"
     grep -v '^progress' "$out" | tail -n 8 >&2 || true
   fi
-  read -r n p50 p99 pmax < <(bl_latency_stats "$logdir"/tx.*)
+  n=0; p50="-"; p99="-"; pmax="-"
+  if [ "${#txlog[@]}" -gt 0 ]; then read -r n p50 p99 pmax < <(bl_latency_stats "$logdir"/tx.*); fi
   rm -rf "$logdir"
   if [ -n "$cpu0" ] && [ -n "$cpu1" ]; then
     cpu=$(bl_cpu_seconds "$cpu0" "$cpu1")
     cpuk=$(bl_div "$cpu" "$(bl_div "${processed:-0}" 1000 %.3f)" %.3f)
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$script" "$target" "$c" "${tps:--}" "${lat:--}" \
-    "$p50" "$p99" "$pmax" "${failed:--}" "${processed:--}" "$backends" "${conn:--}" "$cpu" "$cpuk" "$rss" "$status" >>"$matrix"
+    "$p50" "$p99" "$pmax" "${failed:--}" "${processed:--}" "$backends" "${conn:--}" "$cpu" "$cpuk" "$rss" "$status" >>"$tsv"
 }
+
+# matrix_run SCRIPT TARGET CLIENTS: one pgbench run of the matrix.
+matrix_run() { pgbench_run "$matrix" "$1" "$2" "$3" "$DURATION"; }
 
 # Warm-up, not recorded: Pooler is .NET and compiles its hot path (tiered JIT) during the first
 # seconds; each target gets the same short pgbench -S run so the first row measures steady state.
@@ -585,6 +657,230 @@ if has "$PARTS" idle && [ -z "$workload_note" ]; then
   done
 fi
 
+# --- 5. TLS on both sides ------------------------------------------------------------------------------
+# Runs after the other parts: turning ssl on (a reload) would put TLS under their direct rows (libpq's sslmode=prefer).
+tls="$raw/tls.tsv"
+printf 'script\ttarget\tclients\ttps\tavg_ms\tp50_ms\tp99_ms\tmax_ms\tfailed\tprocessed\tmax_backends\tconn_ms\tcpu_s\tcpu_s_per_1k_tx\tpeak_rss_kib\tstatus\n' >"$tls"
+tls_seen="$raw/tls-negotiated.tsv"
+printf 'target\tclient_side\tserver_side\n' >"$tls_seen"
+tls_note=""
+tls_cmd_from=0
+tls_cmd_to=0
+tls_roles="bench_direct_tls,bench_pgbouncer_tls,bench_pooler_tls"
+
+# tls_openssl ARGS...: one openssl command in the certificate folder, recorded, under a timeout.
+tls_openssl() {
+  record openssl "$@"
+  (cd "$tls_dir" && timeout -k 5 60 openssl "$@") >>"$tls_dir/openssl.log" 2>&1
+}
+
+# tls_make_certs: a throw-away CA and a server certificate for CN=localhost (SAN DNS:localhost, IP:127.0.0.1) in
+# $tls_dir; keys 0600. PostgreSQL and PgBouncer get their own copies (owned by the service user when root).
+tls_make_certs() {
+  local newkey=(-newkey "$TLS_KEY") usage="digitalSignature, keyEncipherment"
+  if [ "$TLS_KEY" = ec ]; then newkey=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1); usage="digitalSignature"; fi
+  mkdir -p "$tls_dir"
+  chmod 755 "$tls_dir"
+  printf 'subjectAltName = DNS:localhost, IP:127.0.0.1\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, %s\nextendedKeyUsage = serverAuth\n' \
+    "$usage" >"$tls_dir/server.ext"
+  (umask 077
+   tls_openssl req -x509 "${newkey[@]}" -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=Pooler bench throw-away CA" \
+     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+   tls_openssl req -new "${newkey[@]}" -nodes -keyout server.key -out server.csr -subj "/CN=localhost" &&
+   tls_openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -extfile server.ext -out server.crt &&
+   tls_openssl verify -CAfile ca.crt server.crt) || return 1
+  chmod 644 "$tls_dir/ca.crt" "$tls_dir/server.crt"
+  chmod 600 "$tls_dir/ca.key" "$tls_dir/server.key"
+}
+
+# tls_copy_certs DIR: ca.crt, server.crt and server.key (0600) into DIR, owned by the service user when root.
+tls_copy_certs() {
+  cp "$tls_dir/ca.crt" "$tls_dir/server.crt" "$tls_dir/server.key" "$1/"
+  chmod 644 "$1/ca.crt" "$1/server.crt"
+  chmod 600 "$1/server.key"
+  pgh_give "$1/ca.crt" "$1/server.crt" "$1/server.key"
+}
+
+# tls_pg_on: ssl = on (ALTER SYSTEM, reload), pg_hba lets the tls roles in over TLS only; waits for the reload.
+tls_pg_on() {
+  local hba="$pg_dir/data/pg_hba.conf"
+  mkdir -p "$pg_dir/tls"
+  chmod 700 "$pg_dir/tls"
+  pgh_give "$pg_dir/tls"
+  tls_copy_certs "$pg_dir/tls"
+  set -- -c "ALTER SYSTEM SET ssl_cert_file = '$pg_dir/tls/server.crt'" -c "ALTER SYSTEM SET ssl_key_file = '$pg_dir/tls/server.key'" \
+    -c "ALTER SYSTEM SET ssl_ca_file = '$pg_dir/tls/ca.crt'" -c "ALTER SYSTEM SET ssl = on"
+  record "$PSQL" -h "$pg_dir" -p "$pg_port" -U postgres -d postgres "$@"
+  pgh_psql_super "$pg_dir" "$pg_port" postgres "$@" || return 1
+  # First match wins: the tls roles over TLS only, everyone else as before (host lines match with or without TLS).
+  { printf 'hostssl   all %s 127.0.0.1/32 %s\nhostnossl all %s 127.0.0.1/32 reject\n' "$tls_roles" "$AUTH" "$tls_roles"
+    cat "$hba"; } >"$work/pg_hba.new"
+  cat "$work/pg_hba.new" >"$hba"
+  record "$PSQL" -h "$pg_dir" -p "$pg_port" -U postgres -d postgres -c "SELECT pg_reload_conf()"
+  sql postgres "SELECT pg_reload_conf()" >/dev/null || return 1
+  for _ in $(seq 1 50); do
+    [ "$(sql postgres "SHOW ssl" 2>/dev/null)" = on ] && break
+    sleep 0.2
+  done
+  [ "$(sql postgres "SHOW ssl" 2>/dev/null)" = on ] || { tail -n 20 "$pg_dir/postgres.log" >&2 || true; return 1; }
+  [ "$(sql postgres "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL")" = 0 ] \
+    || { sql postgres "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL" >&2; return 1; }
+}
+
+# tls_start_pgbouncer: a second PgBouncer, TLS to clients and to PostgreSQL, otherwise as the matrix's.
+tls_start_pgbouncer() {
+  bouncer_tls_port=$(pgh_free_port)
+  mkdir -p "$bouncer_tls_dir"
+  tls_copy_certs "$bouncer_tls_dir"
+  printf '"bench_pgbouncer_tls" "%s"\n' "$PASSWORD" >"$bouncer_tls_dir/userlist.txt"
+  cat >"$bouncer_tls_dir/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$pg_port dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_tls_port
+unix_socket_dir = $bouncer_tls_dir
+auth_type = $AUTH
+auth_file = $bouncer_tls_dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = $MAX_CLIENT_CONN
+logfile = $bouncer_tls_dir/pgbouncer.log
+pidfile = $bouncer_tls_dir/pgbouncer.pid
+ignore_startup_parameters = extra_float_digits
+client_tls_sslmode = require
+client_tls_key_file = $bouncer_tls_dir/server.key
+client_tls_cert_file = $bouncer_tls_dir/server.crt
+client_tls_ca_file = $bouncer_tls_dir/ca.crt
+server_tls_sslmode = $TLS_SERVER_SSLMODE
+server_tls_ca_file = $bouncer_tls_dir/ca.crt
+INI
+  record "$(pgh_find_pgbouncer)" -d "$bouncer_tls_dir/pgbouncer.ini"
+  if pgh_pgbouncer_start "$bouncer_tls_dir" "$bouncer_tls_port" "$bouncer_tls_dir/pgbouncer.ini"; then
+    bouncer_tls_ok=1; bouncer_tls_why=""
+    bouncer_tls_pid=$(cat "$bouncer_tls_dir/pgbouncer.pid")
+    pgh_log "PgBouncer with TLS on port $bouncer_tls_port (pid $bouncer_tls_pid)"
+  else
+    bouncer_tls_why="not-started"
+    pgh_log "PgBouncer with TLS did not start; its rows will show FAILED"
+  fi
+}
+
+# tls_start_pooler: a second Pooler, TLS to clients and to PostgreSQL, otherwise as the matrix's.
+tls_start_pooler() {
+  pooler_tls_port=$(pgh_free_port)
+  mkdir -p "$pooler_tls_dir"
+  if [ "$POOLER_CMD" = "dotnet $pooler_dll" ] && [ ! -f "$pooler_dll" ]; then pooler_tls_why="no-Pooler.Host.dll"; return 0; fi
+  printf '"bench_pooler_tls" "%s"\n' "$PASSWORD" >"$pooler_tls_dir/userlist.txt"
+  cat >"$pooler_tls_dir/pooler.conf" <<HOCON
+pooler {
+  listen { host = "127.0.0.1", port = $pooler_tls_port }
+  auth { type = $AUTH, users-file = "$pooler_tls_dir/userlist.txt" }
+  pool-mode = transaction
+  default-pool-size = $POOL_SIZE
+  max-client-conn = $MAX_CLIENT_CONN
+  client-tls-sslmode = "require"
+  client-tls-cert-file = "$tls_dir/server.crt"
+  client-tls-key-file = "$tls_dir/server.key"
+  client-tls-ca-file = "$tls_dir/ca.crt"
+  server-tls-sslmode = "$TLS_SERVER_SSLMODE"
+  server-tls-ca-file = "$tls_dir/ca.crt"
+  databases {
+    bench { host = "127.0.0.1", port = $pg_port, dbname = "bench", user = "bench_pooler_tls", password = "$PASSWORD" }
+  }
+}
+HOCON
+  pgh_log "starting Pooler with TLS on port $pooler_tls_port: $POOLER_CMD --config $pooler_tls_dir/pooler.conf"
+  # shellcheck disable=SC2086
+  record $POOLER_CMD --config "$pooler_tls_dir/pooler.conf"
+  # shellcheck disable=SC2086
+  $POOLER_CMD --config "$pooler_tls_dir/pooler.conf" >"$pooler_tls_dir/pooler.log" 2>&1 </dev/null &
+  pooler_tls_pid=$!
+  if pgh_wait_port "$pooler_tls_port" "${POOLER_START_TIMEOUT:-60}" "$pooler_tls_pid"; then
+    pooler_tls_ok=1; pooler_tls_why=""
+  else
+    if kill -0 "$pooler_tls_pid" 2>/dev/null; then pooler_tls_why="not-accepting"; else pooler_tls_why="exited-at-start"; fi
+    pgh_log "Pooler with TLS did not start ($pooler_tls_why); last output:"
+    tail -n 20 "$pooler_tls_dir/pooler.log" >&2 || true
+    pooler_tls_said=$(grep -v '^[[:space:]]*$' "$pooler_tls_dir/pooler.log" | tail -n 1 | cut -c1-300 || true)
+    pgh_kill_pid "$pooler_tls_pid"
+    pooler_tls_pid=""
+  fi
+}
+
+# tls_probe TARGET: one psql session with sslmode=require through TARGET (a *-tls target); notes the client side's
+# protocol and cipher (\conninfo) and the server side's (pg_stat_ssl of the backend that ran the query). Fails, and
+# marks the target failed (tls-probe), when the session does not work.
+tls_probe() {
+  local target=$1 out="$raw/tls-probe-$1.log" client server said
+  target_info "$target"
+  [ "$t_ok" = 1 ] || return 0
+  set -- "$PSQL" -X -At -h 127.0.0.1 -p "$t_port" -U "$t_role" -d bench -c '\conninfo' \
+    -c "SELECT coalesce(version, 'no-TLS') || ' ' || coalesce(cipher, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+  record env PGSSLMODE=require "$@"
+  if PGPASSWORD=$PASSWORD PGSSLMODE=require timeout -k 5 30 "$@" >"$out" 2>&1; then
+    client=$(sed -n 's/^SSL connection (protocol: \([^,]*\), cipher: \([^,]*\),.*/\1 \2/p' "$out" | head -n1)
+    server=$(grep -E '^(TLSv|SSLv|no-TLS)' "$out" | head -n1)
+    printf '%s\t%s\t%s\n' "${target%-tls}" "${client:--}" "${server:--}" >>"$tls_seen"
+    pgh_log "  $target: client side ${client:-?}; server side ${server:-?}"
+    return 0
+  fi
+  pgh_log "  $target: a TLS session failed; psql said:"
+  tail -n 5 "$out" >&2 || true
+  said=$(grep -v '^[[:space:]]*$' "$out" | tail -n 1 | cut -c1-200 | tr '\t|' '  ' || true)
+  printf '%s\t%s\t%s\n' "${target%-tls}" "FAILED: ${said:-no output}" "-" >>"$tls_seen"
+  case "$target" in
+    direct-tls)    tls_direct_ok=0; tls_direct_why="tls-probe" ;;
+    pgbouncer-tls) bouncer_tls_ok=0; bouncer_tls_why="tls-probe" ;;
+    pooler-tls)    pooler_tls_ok=0; pooler_tls_why="tls-probe" ;;
+  esac
+}
+
+if has "$PARTS" tls; then
+  tls_cmd_from=$(( $(wc -l <"$commands") + 1 ))
+  pgh_log "tls: certificates ($TLS_KEY), PostgreSQL ssl = on (reload), TLS instances of [${poolers}]"
+  if ! tls_make_certs; then
+    tls_note="the certificates could not be made (openssl)"; tail -n 20 "$tls_dir/openssl.log" >&2 || true
+  elif ! tls_pg_on; then
+    tls_note="PostgreSQL's ssl could not be turned on"
+  fi
+  if [ -n "$tls_note" ]; then
+    pgh_log "tls part not run: $tls_note"
+    tls_direct_why="no-TLS-setup"; bouncer_tls_why="no-TLS-setup"; pooler_tls_why="no-TLS-setup"
+  else
+    tls_direct_ok=1; tls_direct_why=""
+    if has "$TARGETS" pgbouncer; then tls_start_pgbouncer; fi
+    if has "$TARGETS" pooler; then tls_start_pooler; fi
+    for target in $TARGETS; do tls_probe "$target-tls"; done
+  fi
+  tls_hs_warm=$(( WARMUP / 4 > 2 ? WARMUP / 4 : 2 ))
+  if [ -z "$tls_note" ] && [ "$WARMUP" -gt 0 ]; then
+    for target in $TARGETS; do
+      target_info "$target-tls"
+      [ "$t_ok" = 1 ] || continue
+      pgh_log "tls warm-up: pgbench -S -T $WARMUP -c 50, then -S -C -T $tls_hs_warm -c $TLS_HANDSHAKE_CLIENTS -> $target-tls (not recorded)"
+      PGPASSWORD=$PASSWORD PGSSLMODE=require timeout -k 10 $(( WARMUP + 60 )) "$PGBENCH" -h 127.0.0.1 -p "$t_port" -U "$t_role" -S -T "$WARMUP" \
+        -c 50 -j "$THREADS" -n bench >"$raw/warmup-$target-tls.log" 2>&1 || pgh_log "tls warm-up through $target failed (see raw/warmup-$target-tls.log)"
+      PGPASSWORD=$PASSWORD PGSSLMODE=require timeout -k 10 $(( tls_hs_warm + 60 )) "$PGBENCH" -h 127.0.0.1 -p "$t_port" -U "$t_role" -S -C -T "$tls_hs_warm" \
+        -c "$TLS_HANDSHAKE_CLIENTS" -j "$THREADS" -n bench >>"$raw/warmup-$target-tls.log" 2>&1 || pgh_log "tls handshake warm-up through $target failed"
+    done
+  fi
+  for c in $TLS_CLIENTS; do
+    for target in $TARGETS; do
+      pgh_log "tls: PGSSLMODE=require pgbench -S -M simple -T $(tls_duration "$c") -c $c -> $target-tls"
+      pgbench_run "$tls" select-simple "$target-tls" "$c" "$(tls_duration "$c")"
+      tail -n 1 "$tls" | awk -F'\t' '{ printf "    tps %s, avg %s ms, p99 %s ms, failed %s, backends %s, cpu/1k tx %s s, rss %s KiB, %s\n", $4, $5, $7, $9, $11, $14, $15, $16 }' >&2
+    done
+  done
+  for target in $TARGETS; do
+    pgh_log "tls: PGSSLMODE=require pgbench -S -M simple -C -T $TLS_HANDSHAKE_DURATION -c $TLS_HANDSHAKE_CLIENTS -> $target-tls (handshake rate)"
+    pgbench_run "$tls" select-connect "$target-tls" "$TLS_HANDSHAKE_CLIENTS" "$TLS_HANDSHAKE_DURATION"
+    tail -n 1 "$tls" | awk -F'\t' '{ printf "    connections/s %s, avg connection %s ms, failed %s, cpu/1k connections %s s, %s\n", $4, $12, $9, $14, $16 }' >&2
+  done
+  tls_cmd_to=$(wc -l <"$commands")
+fi
+
 # --- charts -----------------------------------------------------------------------------------------
 mkdir -p "$RESULTS_DIR"
 charts=()
@@ -615,13 +911,19 @@ fi
 report="$RESULTS_DIR/$stamp.md"
 commit=$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')
 [ -n "$(git -C "$repo" status --porcelain --untracked-files=no 2>/dev/null)" ] && commit="$commit (with uncommitted changes)"
-# col TSV KEYCOLS... : helpers below read the TSVs with awk; "-" where a value is missing.
-matrix_get() { awk -F'\t' -v s="$1" -v t="$2" -v c="$3" -v k="$4" '
+# tsv_get TSV SCRIPT TARGET CLIENTS COLUMN: one value of a matrix-shaped TSV; "-" where it is missing.
+tsv_get() { awk -F'\t' -v s="$2" -v t="$3" -v c="$4" -v k="$5" '
   NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
   $1 == s && $2 == t && $3 == c { print $col[k]; found = 1; exit }
-  END { if (!found) print "-" }' "$matrix"; }
-ok_val() { local v; v=$(matrix_get "$1" "$2" "$3" "$4"); [ "$(matrix_get "$1" "$2" "$3" status)" = ok ] && echo "$v" || echo "-"; }
+  END { if (!found) print "-" }' "$1"; }
+# tsv_ok: the same, "-" unless the run's status is ok.
+tsv_ok() { local v; v=$(tsv_get "$@"); [ "$(tsv_get "$1" "$2" "$3" "$4" status)" = ok ] && echo "$v" || echo "-"; }
+matrix_get() { tsv_get "$matrix" "$@"; }
+ok_val() { tsv_ok "$matrix" "$@"; }
+# verdict RATIO: a target of >= 1.0 met or not ("not measured" without a ratio).
+verdict() { if [ "${1:--}" = - ]; then echo "not measured"; elif awk -v r="$1" 'BEGIN { exit !(r >= 1) }'; then echo "**met**"; else echo "not met"; fi; }
 label() { case "$1" in direct) echo "PostgreSQL direct" ;; pgbouncer) echo "PgBouncer" ;; pooler) echo "Pooler" ;; *) echo "$1" ;; esac; }
+tls_hs_warm=${tls_hs_warm:-0}
 img() { [ -f "$RESULTS_DIR/$1" ] && printf '![%s](%s)\n\n' "$2" "$1"; return 0; }
 # shellcheck disable=SC2016 # backticks are markdown here
 script_title() {
@@ -646,7 +948,7 @@ mib() { [[ "${1:-}" =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 
   echo "| kernel | $(uname -sr) |"
   echo "| OS | Debian $(cat /etc/debian_version 2>/dev/null || echo '?') |"
   echo "| load average at start of report | $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared) |"
-  echo "| PostgreSQL | $pg_version (fsync off, synchronous_commit off, shared_buffers 128MB, max_connections $pg_max_conn, pg_stat_statements) |"
+  echo "| PostgreSQL | $pg_version (fsync off, synchronous_commit off, shared_buffers 128MB, max_connections $pg_max_conn, pg_stat_statements$(has "$PARTS" tls && echo '; ssl on for part 5 only')) |"
   echo "| PgBouncer | ${bouncer_version#PgBouncer } (Debian package), transaction mode |"
   echo "| Pooler | commit $commit, Release build, transaction mode, $(dotnet --version 2>/dev/null || echo '?') SDK |"
   echo "| pgbench | $("$PGBENCH" --version | awk '{print $3}'), -j $THREADS, scale $SCALE, auth $AUTH |"
@@ -783,6 +1085,105 @@ mib() { [[ "${1:-}" =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 
     echo
   fi
 
+  if has "$PARTS" tls; then
+    echo "## 5. TLS on both sides"
+    echo
+    if [ -n "$tls_note" ]; then
+      echo "Not run: $tls_note."
+      echo
+    else
+      echo "Every connection is encrypted: pgbench → target with \`PGSSLMODE=require\` (libpq), and each pooler → PostgreSQL with"
+      echo "sslmode \`$TLS_SERVER_SSLMODE\` against the CA. Certificates are made for the run with \`openssl\` (key \`$TLS_KEY\`): a throw-away CA and a"
+      echo "server certificate for CN=localhost (SAN DNS:localhost, IP:127.0.0.1), used by PostgreSQL and by both poolers."
+      echo "PostgreSQL's \`ssl = on\` (ssl_cert_file, ssl_key_file, ssl_ca_file) is switched on with a reload after the other parts, and"
+      echo "pg_hba lets this part's roles in over TLS only (\`hostssl\`, then \`hostnossl ... reject\`), so every row that ran had TLS"
+      echo "between the pooler and PostgreSQL. The poolers are second instances on their own ports, as the matrix's otherwise"
+      echo "(transaction mode, pool size $POOL_SIZE, max_client_conn $MAX_CLIENT_CONN, auth $AUTH): PgBouncer with \`client_tls_sslmode = require\`,"
+      echo "\`client_tls_key_file\`/\`client_tls_cert_file\`/\`client_tls_ca_file\`, \`server_tls_sslmode = $TLS_SERVER_SSLMODE\`, \`server_tls_ca_file\`;"
+      echo "Pooler with \`client-tls-sslmode = require\`, \`client-tls-cert-file\`/\`client-tls-key-file\`/\`client-tls-ca-file\`,"
+      echo "\`server-tls-sslmode = $TLS_SERVER_SSLMODE\`, \`server-tls-ca-file\`. Each target first gets an unrecorded warm-up ($WARMUP s of"
+      echo "\`pgbench -S -c 50\`, then ${tls_hs_warm} s of \`pgbench -S -C -c $TLS_HANDSHAKE_CLIENTS\`, both with TLS)."
+      echo
+      echo "Negotiated (one \`psql\` session per target: \`\\conninfo\` on the client side, \`pg_stat_ssl\` of the backend that ran the query):"
+      echo
+      echo "| target | pgbench → target | → PostgreSQL |"
+      echo "| --- | --- | --- |"
+      while IFS=$'\t' read -r t cs ss; do
+        [ "$t" = target ] && continue
+        echo "| $(label "$t") | $cs | $ss |"
+      done <"$tls_seen"
+      echo
+      if [ -n "$pooler_tls_said" ]; then
+        echo "Pooler with TLS did not start ($pooler_tls_why); its last line: \`${pooler_tls_said//\`/\'}\`"
+        echo
+      fi
+      echo "### Throughput, select-only, simple protocol"
+      echo
+      echo "\`PGSSLMODE=require pgbench -S -M simple -T T -c C -j $THREADS -n -l\` per run, the targets interleaved at each client count,"
+      echo "T = $DURATION s plus $TLS_CONNECT_ALLOWANCE s per 1,000 clients: pgbench's clock runs while each thread opens its connections one after"
+      echo "the other (each a TLS handshake; \"connect ms\" is pgbench's initial connection time), and tps leaves that time out."
+      echo "Other columns as in the matrix; CPU (including the clients' handshakes) and RSS are the pooler's, as in Cost."
+      echo
+      echo "| clients | target | tps | avg ms | p50 ms | p99 ms | max ms | failed | backends | connect ms | CPU s / 1k tx | peak RSS MiB | status |"
+      echo "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+      for c in $TLS_CLIENTS; do
+        for t in $TARGETS; do
+          g() { tsv_get "$tls" select-simple "$t-tls" "$c" "$1"; }
+          echo "| $c | $(label "$t") | $(bl_fmt_int "$(g tps)") | $(g avg_ms) | $(g p50_ms) | $(g p99_ms) | $(g max_ms) | $(g failed) | $(g max_backends) | $(bl_fmt_int "$(g conn_ms)") | $(g cpu_s_per_1k_tx) | $(mib "$(g peak_rss_kib)") | $(g status) |"
+        done
+      done
+      echo
+      echo "### Handshake rate"
+      echo
+      echo "\`PGSSLMODE=require pgbench -S -M simple -C -T $TLS_HANDSHAKE_DURATION -c $TLS_HANDSHAKE_CLIENTS -j $([ "$TLS_HANDSHAKE_CLIENTS" -lt "$THREADS" ] && echo "$TLS_HANDSHAKE_CLIENTS" || echo "$THREADS") -n\`: a new connection (TCP, TLS handshake,"
+      echo "startup, authentication) for every transaction; pgbench's tps is then connections per second. \"avg connect ms\" is pgbench's"
+      echo "average connection time, \"ms per connection + query\" its latency average (run time × clients / transactions)."
+      echo "Through a pooler the server connections stay pooled: the handshakes measured are the clients'."
+      echo
+      echo "| target | connections/s | avg connect ms | ms per connection + query | failed | CPU s / 1k connections | peak RSS MiB | status |"
+      echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+      for t in $TARGETS; do
+        g() { tsv_get "$tls" select-connect "$t-tls" "$TLS_HANDSHAKE_CLIENTS" "$1"; }
+        echo "| $(label "$t") | $(bl_fmt_int "$(g tps)") | $(g conn_ms) | $(g avg_ms) | $(g failed) | $(g cpu_s_per_1k_tx) | $(mib "$(g peak_rss_kib)") | $(g status) |"
+      done
+      echo
+      echo "### Ratios and the issue's targets"
+      echo
+      echo "Same-run ratios (above 1 = Pooler faster; for p99 below 1 = Pooler lower). Targets: Pooler ≥ 1.0× PgBouncer in tps at"
+      echo "50 and 1,000 clients, and a handshake rate (\`pgbench -C\`) at least PgBouncer's."
+      echo
+      echo "| measure | Pooler / PgBouncer | Pooler / direct | target | met? |"
+      echo "| --- | ---: | ---: | --- | --- |"
+      for c in $TLS_CLIENTS; do
+        p=$(tsv_ok "$tls" select-simple pooler-tls "$c" tps); b=$(tsv_ok "$tls" select-simple pgbouncer-tls "$c" tps)
+        d=$(tsv_ok "$tls" select-simple direct-tls "$c" tps)
+        if [ "$c" = 50 ] || [ "$c" = 1000 ]; then tgt="≥ 1.0× PgBouncer"; v=$(verdict "$(bl_div "$p" "$b" %.4f)"); else tgt="(none)"; v="-"; fi
+        echo "| tps, $c clients | $(bl_div "$p" "$b") | $(bl_div "$p" "$d") | $tgt | $v |"
+      done
+      for c in $TLS_CLIENTS; do
+        p=$(tsv_ok "$tls" select-simple pooler-tls "$c" p99_ms); b=$(tsv_ok "$tls" select-simple pgbouncer-tls "$c" p99_ms)
+        d=$(tsv_ok "$tls" select-simple direct-tls "$c" p99_ms)
+        echo "| p99, $c clients | $(bl_div "$p" "$b") | $(bl_div "$p" "$d") | (none) | - |"
+      done
+      p=$(tsv_ok "$tls" select-connect pooler-tls "$TLS_HANDSHAKE_CLIENTS" tps); b=$(tsv_ok "$tls" select-connect pgbouncer-tls "$TLS_HANDSHAKE_CLIENTS" tps)
+      d=$(tsv_ok "$tls" select-connect direct-tls "$TLS_HANDSHAKE_CLIENTS" tps)
+      echo "| connections/s (\`-C\`), $TLS_HANDSHAKE_CLIENTS clients | $(bl_div "$p" "$b") | $(bl_div "$p" "$d") | ≥ 1.0× PgBouncer | $(verdict "$(bl_div "$p" "$b" %.4f)") |"
+      echo
+      echo "Reproduce this part alone: \`${pooler_cmd_given:+POOLER_CMD=\"$pooler_cmd_given\" }PARTS=tls TLS_CLIENTS=\"$TLS_CLIENTS\" TLS_HANDSHAKE_CLIENTS=$TLS_HANDSHAKE_CLIENTS DURATION=$DURATION TLS_HANDSHAKE_DURATION=$TLS_HANDSHAKE_DURATION TLS_CONNECT_ALLOWANCE=$TLS_CONNECT_ALLOWANCE WARMUP=$WARMUP POOL_SIZE=$POOL_SIZE MAX_CLIENT_CONN=$MAX_CLIENT_CONN TLS_SERVER_SSLMODE=$TLS_SERVER_SSLMODE TLS_KEY=$TLS_KEY AUTH=$AUTH bench/run.sh\`."
+      echo
+    fi
+    if [ "$tls_cmd_to" -ge "$tls_cmd_from" ] && [ "$tls_cmd_from" -gt 0 ]; then
+      echo "<details><summary>this part's commands ($(( tls_cmd_to - tls_cmd_from + 1 )))</summary>"
+      echo
+      echo '```sh'
+      sed -n "${tls_cmd_from},${tls_cmd_to}p" "$commands" | sed "s/$PASSWORD/\$PASSWORD/g"
+      echo '```'
+      echo
+      echo "</details>"
+      echo
+    fi
+  fi
+
   echo "## Commands run"
   echo
   echo "Temp-folder paths are this run's; raw outputs are in \`bench/results/raw/$stamp/\` (not committed)."
@@ -790,7 +1191,7 @@ mib() { [[ "${1:-}" =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 
   echo "<details><summary>$(wc -l <"$commands") commands</summary>"
   echo
   echo '```sh'
-  echo "# environment: PARTS=\"$PARTS\" TARGETS=\"$TARGETS\" SCRIPTS=\"$SCRIPTS\" CLIENTS=\"$CLIENTS\" DURATION=$DURATION THREADS=$THREADS SCALE=$SCALE POOL_SIZE=$POOL_SIZE SEED_POOL_SIZE=$SEED_POOL_SIZE SEED_RUNS=$SEED_RUNS SEED_CONNECTIONS=$SEED_CONNECTIONS SEED_WORKERS=$SEED_WORKERS SEED_ITERATIONS=$SEED_ITERATIONS SEED_FLIGHTS=$SEED_FLIGHTS IDLE_CONNECTIONS=$IDLE_CONNECTIONS MAX_CLIENT_CONN=$MAX_CLIENT_CONN AUTH=$AUTH"
+  echo "# environment: PARTS=\"$PARTS\" TARGETS=\"$TARGETS\" SCRIPTS=\"$SCRIPTS\" CLIENTS=\"$CLIENTS\" DURATION=$DURATION THREADS=$THREADS SCALE=$SCALE POOL_SIZE=$POOL_SIZE SEED_POOL_SIZE=$SEED_POOL_SIZE SEED_RUNS=$SEED_RUNS SEED_CONNECTIONS=$SEED_CONNECTIONS SEED_WORKERS=$SEED_WORKERS SEED_ITERATIONS=$SEED_ITERATIONS SEED_FLIGHTS=$SEED_FLIGHTS IDLE_CONNECTIONS=$IDLE_CONNECTIONS MAX_CLIENT_CONN=$MAX_CLIENT_CONN TLS_CLIENTS=\"$TLS_CLIENTS\" TLS_HANDSHAKE_CLIENTS=$TLS_HANDSHAKE_CLIENTS TLS_HANDSHAKE_DURATION=$TLS_HANDSHAKE_DURATION TLS_CONNECT_ALLOWANCE=$TLS_CONNECT_ALLOWANCE TLS_SERVER_SSLMODE=$TLS_SERVER_SSLMODE TLS_KEY=$TLS_KEY AUTH=$AUTH"
   sed "s/$PASSWORD/\$PASSWORD/g" "$commands"
   echo '```'
   echo
