@@ -81,9 +81,13 @@ public sealed class PostgresFixture : IAsyncLifetime, IDisposable
         }
     }
 
-    private async Task CreateUsersAndDatabasesAsync()
+    private Task CreateUsersAndDatabasesAsync() => CreateUsersAndDatabasesAsync(Server);
+
+    /// <summary>The test users and databases on <paramref name="s"/> (also used by the TLS fixture), plus
+    /// <paramref name="extraRoles"/>: LOGIN roles without a password that may connect to pooler_test.</summary>
+    internal static async Task CreateUsersAndDatabasesAsync(PostgresServer s, params string[] extraRoles)
     {
-        var s = Server;
+        var extra = string.Concat(extraRoles.Select(r => $"CREATE ROLE {r} LOGIN;\n"));
         await s.ExecuteAsync($"""
             SET password_encryption = 'md5';
             CREATE ROLE {Md5User} LOGIN PASSWORD '{Md5Password}';
@@ -91,11 +95,13 @@ public sealed class PostgresFixture : IAsyncLifetime, IDisposable
             CREATE ROLE {ScramUser} LOGIN PASSWORD '{ScramPassword}';
             CREATE ROLE {TrustUser} LOGIN;
             CREATE ROLE {AdminUser} LOGIN SUPERUSER PASSWORD '{AdminPassword}';
+            {extra}
             """).ConfigureAwait(false);
         // CREATE DATABASE cannot run inside the implicit transaction of a multi-statement command.
         await s.ExecuteAsync($"CREATE DATABASE {Database} OWNER {ScramUser}").ConfigureAwait(false);
         await s.ExecuteAsync($"CREATE DATABASE {OtherDatabase}").ConfigureAwait(false);
-        await s.ExecuteAsync($"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {Database} TO {Md5User}, {TrustUser}, {ScramUser}").ConfigureAwait(false);
+        var grantees = string.Join(", ", new[] { Md5User, TrustUser, ScramUser }.Concat(extraRoles));
+        await s.ExecuteAsync($"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {Database} TO {grantees}").ConfigureAwait(false);
         await s.ExecuteAsync($"GRANT CONNECT, TEMPORARY ON DATABASE {OtherDatabase} TO PUBLIC").ConfigureAwait(false);
         await s.ExecuteAsync("GRANT USAGE, CREATE ON SCHEMA public TO PUBLIC", Database).ConfigureAwait(false);
         await s.ExecuteAsync("GRANT USAGE, CREATE ON SCHEMA public TO PUBLIC", OtherDatabase).ConfigureAwait(false);

@@ -114,27 +114,7 @@ public sealed class TlsPostgresFixture : IAsyncLifetime, IDisposable
 
     private static string Quote(string s) => "'" + s.Replace("'", "''") + "'";
 
-    // Same as PostgresFixture's (which is private there), plus cert_user.
-    private async Task CreateUsersAndDatabasesAsync()
-    {
-        var s = Server;
-        await s.ExecuteAsync($"""
-            SET password_encryption = 'md5';
-            CREATE ROLE {Md5User} LOGIN PASSWORD '{Md5Password}';
-            SET password_encryption = 'scram-sha-256';
-            CREATE ROLE {ScramUser} LOGIN PASSWORD '{ScramPassword}';
-            CREATE ROLE {TrustUser} LOGIN;
-            CREATE ROLE {AdminUser} LOGIN SUPERUSER PASSWORD '{AdminPassword}';
-            CREATE ROLE {CertUser} LOGIN;
-            """).ConfigureAwait(false);
-        // CREATE DATABASE cannot run inside the implicit transaction of a multi-statement command.
-        await s.ExecuteAsync($"CREATE DATABASE {Database} OWNER {ScramUser}").ConfigureAwait(false);
-        await s.ExecuteAsync($"CREATE DATABASE {OtherDatabase}").ConfigureAwait(false);
-        await s.ExecuteAsync($"GRANT CONNECT, CREATE, TEMPORARY ON DATABASE {Database} TO {Md5User}, {TrustUser}, {ScramUser}, {CertUser}").ConfigureAwait(false);
-        await s.ExecuteAsync($"GRANT CONNECT, TEMPORARY ON DATABASE {OtherDatabase} TO PUBLIC").ConfigureAwait(false);
-        await s.ExecuteAsync("GRANT USAGE, CREATE ON SCHEMA public TO PUBLIC", Database).ConfigureAwait(false);
-        await s.ExecuteAsync("GRANT USAGE, CREATE ON SCHEMA public TO PUBLIC", OtherDatabase).ConfigureAwait(false);
-    }
+    private Task CreateUsersAndDatabasesAsync() => PostgresFixture.CreateUsersAndDatabasesAsync(Server, CertUser);
 
     /// <summary>The known plain password of a test user, or null (trust_user, cert_user, unknown users).</summary>
     public static string? PasswordOf(string user) => PostgresFixture.PasswordOf(user);
