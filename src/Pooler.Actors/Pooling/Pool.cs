@@ -242,7 +242,7 @@ public sealed class Pool : ReceiveActor, IWithTimers
     {
         _lastFailure = (m.SqlState, m.Message);
         _retryAfter = DateTime.UtcNow + S.ServerLoginRetry;
-        _log.Warning("pool {0} node {1}: server login failed: {2}; next try in {3}", _name, _rt.NodeName, m.Message, S.ServerLoginRetry);
+        _log.Warning("pool {0} node {1}: no server connection: {2}; next try in {3}", _name, _rt.NodeName, m.Message, S.ServerLoginRetry);
         // queued clients are failed only when the pool has no working server to give them
         if (!_servers.Values.Any(h => h != null)) FailWaiters(m.SqlState, m.Message);
     }

@@ -79,6 +79,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
     private Tls.ServerTls? _serverTls; // server-tls settings when this connection opened (null: disable)
     private bool _plainFirst; // sslmode allow: this attempt is plaintext; a refused login retries with TLS
     private Tls.TlsInfo? _tls;
+    private IActorRef? _abandoned; // allow: the refused plaintext connection, whose close must not end the TLS retry
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -253,6 +254,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
                     // sslmode allow, as libpq: the plaintext login was refused, try again over TLS
                     _log.Info("{0}: plaintext login refused ({1}); retrying with TLS (server-tls-sslmode = allow)", Who, f.GetValueOrDefault('M', ""));
                     _plainFirst = false;
+                    _abandoned = _conn;
                     _conn.Tell(Tcp.Abort.Instance);
                     _conn = ActorRefs.Nobody;
                     _buf = new MessageBuffer(S.MaxPacketSize);
@@ -610,6 +612,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
             OnReadyData(r.Data);
             return true;
         }
+        if (_abandoned is not null && message is Tcp.Event && Sender.Equals(_abandoned)) return true;
         return base.AroundReceive(receive, message);
     }
 
