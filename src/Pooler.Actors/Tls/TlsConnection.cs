@@ -56,6 +56,7 @@ public sealed class TlsConnection : ReceiveActor
     private SslStream _ssl = null!;
     private Tcp.ConnectionClosed? _closedBySocket;
     private bool _stopOnRegister;
+    private bool _secure; // in Secure: the relay's two hot messages skip ReceiveActor's matching (AroundReceive)
 
     public TlsConnection(IActorRef socket, ClientTls? clientTls, ServerTls? serverTls, string? host, bool sniffDirect)
     {
@@ -183,6 +184,7 @@ public sealed class TlsConnection : ReceiveActor
             }
             Deliver(new Established(d.Info!));
             Become(Secure);
+            _secure = true;
             foreach (var (w, sender) in _held) Encrypt(w, sender);
             _held.Clear();
             _ = ReadLoop();
@@ -235,6 +237,17 @@ public sealed class TlsConnection : ReceiveActor
             Context.Stop(Self);
         });
         Receive<Terminated>(OnTerminated);
+    }
+
+    protected override bool AroundReceive(Receive receive, object message)
+    {
+        if (_secure)
+        {
+            // same code as Secure's handlers
+            if (message is Tcp.Received r) { _bridge.Push(r.Data.ToArray()); return true; }
+            if (message is Tcp.Write w) { Encrypt(w, Sender); return true; }
+        }
+        return base.AroundReceive(receive, message);
     }
 
     private void Encrypt(Tcp.Write w, IActorRef sender)
