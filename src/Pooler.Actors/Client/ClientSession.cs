@@ -722,6 +722,8 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
         if (_link is { } l && !l.IsReleased) l.Server.Tell(new ServerSession.ClientGone(l));
         _link = null;
         LeaveQueue();
+        // the TLS adapter is our child: stopping now would stop it before it sends close_notify and FIN
+        if (_tlsCapable) { CloseNow(); return; }
         _closing = true;
         _conn.Tell(Tcp.Close.Instance);
         Context.Stop(Self);
@@ -743,6 +745,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
         _keyRegistered = true;
         Send(Ops.AdminConsole.Welcome(_keyPid, secret));
         _log.Info("{0}: admin console login ({1})", Who, role);
+        foreach (var (k, v) in _startupParams) _params.Set(k, v); // SHOW CLIENTS shows the console's application_name too
         _rt.Connections.AddClient(Self, this);
         var consoleBuf = new MessageBuffer(ProtocolLimits.MaxStartupPacketSize);
         consoleBuf.Append(_buf.TakeRemaining());

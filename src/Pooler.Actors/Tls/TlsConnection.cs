@@ -118,6 +118,8 @@ public sealed class TlsConnection : ReceiveActor
             Deliver(r);
         });
         Receive<Tcp.Write>(w => _socket.Forward(w));
+        // the socket's Closed comes back to us and is passed on below
+        Receive<Tcp.CloseCommand>(c => _socket.Tell(c));
         Receive<Accept>(_ => { _sniff = false; StartHandshake(direct: false, null); });
         Receive<Connect>(_ => StartHandshake(direct: false, null));
         CommonSocketCommands();
