@@ -129,13 +129,16 @@ public sealed class RawPgConnection : IAsyncDisposable
     private static byte[] CString(string s) => [.. Encoding.UTF8.GetBytes(s), 0];
 
     /// <summary>Sends one typed message.</summary>
-    public async Task SendAsync(char type, byte[] body)
+    public async Task SendAsync(char type, byte[] body) => await _stream.WriteAsync(Message(type, body));
+
+    /// <summary>One typed protocol message: type byte, Int32 length, body.</summary>
+    public static byte[] Message(char type, byte[] body)
     {
         var msg = new byte[5 + body.Length];
         msg[0] = (byte)type;
         BinaryPrimitives.WriteInt32BigEndian(msg.AsSpan(1), 4 + body.Length);
         body.CopyTo(msg, 5);
-        await _stream.WriteAsync(msg);
+        return msg;
     }
 
     /// <summary>Writes bytes as they are (e.g. a message cut in the middle).</summary>

@@ -732,11 +732,7 @@ public sealed class TlsClientSideTests(TlsPostgresFixture pg, ITestOutputHelper 
 
         public async Task SendAsync(char type, byte[] body)
         {
-            var msg = new byte[5 + body.Length];
-            msg[0] = (byte)type;
-            BinaryPrimitives.WriteInt32BigEndian(msg.AsSpan(1), 4 + body.Length);
-            body.CopyTo(msg, 5);
-            await _stream.WriteAsync(msg);
+            await _stream.WriteAsync(RawPgConnection.Message(type, body));
             await _stream.FlushAsync();
         }
 
