@@ -245,16 +245,20 @@ public sealed class SettingsLoaderTests : IDisposable
     [Fact]
     public void Every_reference_key_is_covered_by_the_every_key_test()
     {
-        // If someone adds a setting to reference.conf, Load must learn it (and the test above must set it).
+        // If someone adds a setting to reference.conf, Load must learn it (and the test above must set it;
+        // the TLS keys, which need real certificate files, are set by TlsSettingsTests' every-key test).
         var keys = SettingsLoader.Reference().GetConfig("pooler").AsEnumerable().Select(kv => kv.Key).Order().ToArray();
         Assert.Equal(new[]
         {
-            "admin-users", "auth", "client-idle-timeout", "client-login-timeout", "databases", "default-pool-size",
+            "admin-users", "auth", "client-idle-timeout", "client-login-timeout",
+            "client-tls-ca-file", "client-tls-cert-file", "client-tls-key-file", "client-tls-protocols", "client-tls-sslmode",
+            "databases", "default-pool-size",
             "http", "idle-transaction-timeout", "ignore-startup-parameters", "listen", "max-client-conn",
             "max-db-connections", "max-packet-size", "max-user-connections", "min-pool-size", "pbm", "pool-mode",
             "query-timeout", "query-wait-timeout", "reserve-pool-size", "reserve-pool-timeout",
             "server-check-delay", "server-check-query", "server-connect-timeout", "server-idle-timeout",
             "server-lifetime", "server-login-retry", "server-reset-query", "server-reset-query-always",
+            "server-tls-ca-file", "server-tls-cert-file", "server-tls-key-file", "server-tls-protocols", "server-tls-sslmode",
             "shutdown-timeout", "stats-period", "stats-users", "vip",
         }, keys);
     }
@@ -444,7 +448,7 @@ public sealed class SettingsLoaderTests : IDisposable
     [InlineData("pooler.listen.port", "-1", "port number")]
     [InlineData("pooler.listen.host", " ", "must not be empty")]
     [InlineData("pooler.pool-mode", "bogus", "must be one of session, transaction, statement, got 'bogus'")]
-    [InlineData("pooler.auth.type", "ldap", "must be one of trust, plain, md5, scram-sha-256, got 'ldap'")]
+    [InlineData("pooler.auth.type", "ldap", "must be one of trust, plain, md5, scram-sha-256, cert, got 'ldap'")]
     [InlineData("pooler.server-lifetime", "-5s", "duration")]
     [InlineData("pooler.server-idle-timeout", "abc", "duration")]
     [InlineData("pooler.query-timeout", "5 fortnights", "duration")]
