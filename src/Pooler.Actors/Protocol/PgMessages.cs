@@ -13,7 +13,8 @@ public static class MsgType
     public const byte Authentication = (byte)'R', ParameterStatus = (byte)'S', BackendKeyData = (byte)'K',
         ReadyForQuery = (byte)'Z', ErrorResponse = (byte)'E', NoticeResponse = (byte)'N', CommandComplete = (byte)'C',
         CopyInResponse = (byte)'G', CopyOutResponse = (byte)'H', CopyBothResponse = (byte)'W',
-        RowDescription = (byte)'T', DataRow = (byte)'D';
+        RowDescription = (byte)'T', DataRow = (byte)'D',
+        ParseComplete = (byte)'1', BindComplete = (byte)'2', CloseComplete = (byte)'3';
 }
 
 /// <summary>Codes carried in the first Int32 of an untyped startup-phase packet.</summary>

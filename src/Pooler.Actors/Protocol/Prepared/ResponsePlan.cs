@@ -1,0 +1,108 @@
+namespace Pooler.Actors.Protocol.Prepared;
+
+/// <summary>What the relay does with one server message while statements are renamed.</summary>
+public enum ResponseAction : byte
+{
+    /// <summary>Relay it as it is.</summary>
+    Pass,
+    /// <summary>Answers a message the pooler added (a Parse preparing the statement on this server, a Close
+    /// evicting one): the client never sent it, so it must not see the answer.</summary>
+    Swallow,
+    /// <summary>A CloseComplete answering the stand-in for a Parse the server needed no more (the statement
+    /// was prepared there already): the client gets ParseComplete (same length, type byte '1').</summary>
+    AsParseComplete,
+}
+
+/// <summary>
+/// The order of what the pooler sent a server on a client's behalf, so its answers can be matched: PostgreSQL
+/// answers Parse with ParseComplete, Close with CloseComplete, Sync and Query with ReadyForQuery, in order; after an
+/// error it skips everything up to the next Sync. Plain code, one per server connection, fed by both relay directions
+/// of one link (the client's when it writes, the server's when it reads), so it needs the caller's ordering only.
+/// </summary>
+public sealed class ResponsePlan
+{
+    public enum Sent : byte
+    {
+        /// <summary>The client's own Parse (renamed): its ParseComplete goes to the client.</summary>
+        ClientParse,
+        /// <summary>A Parse the pooler added before a Bind or Describe: its ParseComplete is swallowed.</summary>
+        AddedParse,
+        /// <summary>In place of a client's Parse the server did not need: a Close of a portal that does not exist
+        /// (PostgreSQL answers CloseComplete, no error), so the answer comes in the right place.</summary>
+        ParseStandIn,
+        /// <summary>The client's Close of a statement, answered by a Close of a portal that does not exist: the server
+        /// keeps the statement for other clients.</summary>
+        ClientClose,
+        /// <summary>A Close the pooler added to evict a statement: its CloseComplete is swallowed.</summary>
+        AddedClose,
+        /// <summary>Sync or a simple Query: ends an error's skipping, answered by ReadyForQuery.</summary>
+        Sync,
+    }
+
+    private readonly Queue<(Sent Kind, string? ServerName)> _queue = new();
+    private bool _skipping; // after an ErrorResponse, until ReadyForQuery
+
+    public int Pending => _queue.Count;
+
+    public void Add(Sent kind, string? serverName = null) => _queue.Enqueue((kind, serverName));
+
+    /// <summary>
+    /// The action for a server message of <paramref name="type"/>. After an error, <paramref name="notPrepared"/> gets the
+    /// statements whose Parse the server skipped or refused (no longer prepared there), and <paramref name="notClosed"/>
+    /// those an added Close failed to evict (still prepared there).
+    /// </summary>
+    public ResponseAction OnServerMessage(byte type, List<string> notPrepared, List<string> notClosed)
+    {
+        switch (type)
+        {
+            case MsgType.ParseComplete:
+            {
+                var (kind, _) = Next(expectClose: false);
+                return kind == Sent.AddedParse ? ResponseAction.Swallow : ResponseAction.Pass;
+            }
+            case MsgType.CloseComplete:
+            {
+                var (kind, _) = Next(expectClose: true);
+                return kind switch
+                {
+                    Sent.AddedClose => ResponseAction.Swallow,
+                    Sent.ParseStandIn => ResponseAction.AsParseComplete,
+                    _ => ResponseAction.Pass,
+                };
+            }
+            case MsgType.ErrorResponse when !_skipping:
+                // the server now skips to the next Sync: nothing before it is answered
+                _skipping = true;
+                while (_queue.TryPeek(out var head) && head.Kind != Sent.Sync)
+                {
+                    _queue.Dequeue();
+                    if (head.Kind is Sent.ClientParse or Sent.AddedParse && head.ServerName != null) notPrepared.Add(head.ServerName);
+                    else if (head.Kind == Sent.AddedClose && head.ServerName != null) notClosed.Add(head.ServerName);
+                }
+                return ResponseAction.Pass;
+            case MsgType.ReadyForQuery:
+                _skipping = false;
+                if (_queue.TryPeek(out var sync) && sync.Kind == Sent.Sync) _queue.Dequeue();
+                return ResponseAction.Pass;
+            default:
+                return ResponseAction.Pass;
+        }
+    }
+
+    private (Sent Kind, string? Name) Next(bool expectClose)
+    {
+        // anything answered out of the expected order means the plan and the server disagree: relay as is
+        if (!_queue.TryPeek(out var head)) return (Sent.ClientParse, null);
+        var isClose = head.Kind is Sent.ParseStandIn or Sent.ClientClose or Sent.AddedClose;
+        var isParse = head.Kind is Sent.ClientParse or Sent.AddedParse;
+        if (expectClose ? !isClose : !isParse) return (Sent.ClientParse, null);
+        return _queue.Dequeue();
+    }
+
+    /// <summary>The link ended or the server was reset: nothing more is expected.</summary>
+    public void Clear()
+    {
+        _queue.Clear();
+        _skipping = false;
+    }
+}
