@@ -138,10 +138,9 @@ public sealed class PreparedStatementsTests
 
     private static (List<ResponseAction> Actions, List<string> NotPrepared, List<string> NotClosed) Feed(ResponsePlan plan, string types)
     {
-        var notPrepared = new List<string>();
-        var notClosed = new List<string>();
-        var actions = types.Select(t => plan.OnServerMessage((byte)t, notPrepared, notClosed)).ToList();
-        return (actions, notPrepared, notClosed);
+        var effects = new PlanEffects();
+        var actions = types.Select(t => plan.OnServerMessage((byte)t, effects)).ToList();
+        return (actions, effects.NotPrepared, effects.NotClosed);
     }
 
     [Fact]

@@ -39,19 +39,20 @@ public sealed class ResponsePlan
         Sync,
     }
 
-    private readonly Queue<(Sent Kind, string? ServerName)> _queue = new();
+    private readonly Queue<(Sent Kind, string? ServerName, string? ClientName)> _queue = new();
     private bool _skipping; // after an ErrorResponse, until ReadyForQuery
 
     public int Pending => _queue.Count;
 
-    public void Add(Sent kind, string? serverName = null) => _queue.Enqueue((kind, serverName));
+    /// <param name="clientName">For a client's Parse: its own name, forgotten if the server does not run the Parse.</param>
+    public void Add(Sent kind, string? serverName = null, string? clientName = null) => _queue.Enqueue((kind, serverName, clientName));
 
     /// <summary>
-    /// The action for a server message of <paramref name="type"/>. After an error, <paramref name="notPrepared"/> gets the
-    /// statements whose Parse the server skipped or refused (no longer prepared there), and <paramref name="notClosed"/>
-    /// those an added Close failed to evict (still prepared there).
+    /// The action for a server message of <paramref name="type"/>. After an error, <paramref name="effects"/> gets the
+    /// statements whose Parse the server skipped or refused (no longer prepared there; the client's own names among them
+    /// do not exist either, as in PostgreSQL), and those an added Close failed to evict (still prepared there).
     /// </summary>
-    public ResponseAction OnServerMessage(byte type, List<string> notPrepared, List<string> notClosed)
+    public ResponseAction OnServerMessage(byte type, PlanEffects effects)
     {
         switch (type)
         {
@@ -76,8 +77,9 @@ public sealed class ResponsePlan
                 while (_queue.TryPeek(out var head) && head.Kind != Sent.Sync)
                 {
                     _queue.Dequeue();
-                    if (head.Kind is Sent.ClientParse or Sent.AddedParse && head.ServerName != null) notPrepared.Add(head.ServerName);
-                    else if (head.Kind == Sent.AddedClose && head.ServerName != null) notClosed.Add(head.ServerName);
+                    if (head.Kind is Sent.ClientParse or Sent.AddedParse && head.ServerName != null) effects.NotPrepared.Add(head.ServerName);
+                    else if (head.Kind == Sent.AddedClose && head.ServerName != null) effects.NotClosed.Add(head.ServerName);
+                    if (head.Kind is Sent.ClientParse or Sent.ParseStandIn && head.ClientName != null) effects.ForgottenClientNames.Add(head.ClientName);
                 }
                 return ResponseAction.Pass;
             case MsgType.ReadyForQuery:
@@ -96,7 +98,8 @@ public sealed class ResponsePlan
         var isClose = head.Kind is Sent.ParseStandIn or Sent.ClientClose or Sent.AddedClose;
         var isParse = head.Kind is Sent.ClientParse or Sent.AddedParse;
         if (expectClose ? !isClose : !isParse) return (Sent.ClientParse, null);
-        return _queue.Dequeue();
+        _queue.Dequeue();
+        return (head.Kind, head.ServerName);
     }
 
     /// <summary>The link ended or the server was reset: nothing more is expected.</summary>
@@ -104,5 +107,22 @@ public sealed class ResponsePlan
     {
         _queue.Clear();
         _skipping = false;
+    }
+}
+
+/// <summary>What an error undid, for the caller to apply to the server's cache and the client's statements.</summary>
+public sealed class PlanEffects
+{
+    public List<string> NotPrepared { get; } = [];
+    public List<string> NotClosed { get; } = [];
+    public List<string> ForgottenClientNames { get; } = [];
+
+    public bool Any => NotPrepared.Count > 0 || NotClosed.Count > 0 || ForgottenClientNames.Count > 0;
+
+    public void Clear()
+    {
+        NotPrepared.Clear();
+        NotClosed.Clear();
+        ForgottenClientNames.Clear();
     }
 }

@@ -13,6 +13,8 @@ public sealed class StatementCache(int capacity)
     public int Capacity { get; } = capacity > 0 ? capacity : throw new ArgumentOutOfRangeException(nameof(capacity), "at least 1");
     public int Count => _nodes.Count;
 
+    public bool Contains(string name) => _nodes.ContainsKey(name);
+
     /// <summary>True when prepared here; marks it used.</summary>
     public bool Touch(string name)
     {
