@@ -205,8 +205,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
             case StartupKind.SslRequest when _tlsCapable && _tls == null:
                 // bytes pipelined behind SSLRequest would be taken as if they came over TLS (CVE-2021-23214)
                 if (_buf.Buffered > 0) { Fatal(SqlState.ProtocolViolation, "received unencrypted data after SSL request"); return false; }
-                _conn.Tell(Tcp.Write.Create(ByteString.FromBytes([(byte)'S'])));
-                _conn.Tell(new Tls.TlsConnection.Accept());
+                _conn.Tell(new Tls.TlsConnection.Accept()); // answers 'S' itself, see Accept
                 return true;
             case StartupKind.SslRequest:
             case StartupKind.GssEncRequest:

@@ -15,7 +15,8 @@ namespace Pooler.Actors.Tls;
 /// </summary>
 public sealed class TlsConnection : ReceiveActor
 {
-    /// <summary>From a ClientSession: the client was answered 'S'; run the server side of the handshake.</summary>
+    /// <summary>From a ClientSession: answer the client's SSLRequest with 'S' and run the server side of the handshake.
+    /// One message for both: were the 'S' a separate write, the client's hello could arrive before this.</summary>
     public sealed record Accept;
     /// <summary>From a ServerSession: the server answered 'S'; run the client side of the handshake.</summary>
     public sealed record Connect;
@@ -120,7 +121,13 @@ public sealed class TlsConnection : ReceiveActor
         Receive<Tcp.Write>(w => _socket.Forward(w));
         // the socket's Closed comes back to us and is passed on below
         Receive<Tcp.CloseCommand>(c => _socket.Tell(c));
-        Receive<Accept>(_ => { _sniff = false; StartHandshake(direct: false, null); });
+        Receive<Accept>(_ =>
+        {
+            _sniff = false;
+            // switch to handshaking before the 'S' can reach the client: its hello then always finds us ready
+            StartHandshake(direct: false, null);
+            _socket.Tell(Tcp.Write.Create(ByteString.FromBytes([(byte)'S'])));
+        });
         Receive<Connect>(_ => StartHandshake(direct: false, null));
         CommonSocketCommands();
         Receive<Tcp.ConnectionClosed>(c =>
