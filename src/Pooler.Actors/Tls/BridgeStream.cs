@@ -12,7 +12,8 @@ namespace Pooler.Actors.Tls;
 internal sealed class BridgeStream(Action<byte[]> send) : Stream, IValueTaskSource<int>
 {
     private readonly object _gate = new();
-    private readonly Queue<ReadOnlyMemory<byte>> _queue = new();
+    private ReadOnlyMemory<byte> _head; // the chunk being read
+    private readonly Queue<ReadOnlyMemory<byte>> _queue = new(); // chunks after it
     private bool _eof;
     private bool _pending;
     private Memory<byte> _pendingBuffer;
@@ -27,11 +28,11 @@ internal sealed class BridgeStream(Action<byte[]> send) : Stream, IValueTaskSour
         int n;
         lock (_gate)
         {
-            if (!_pending) { _queue.Enqueue(data); return; }
+            if (!_pending) { Enqueue(data); return; }
             _pending = false;
             n = Math.Min(data.Length, _pendingBuffer.Length);
             data[..n].CopyTo(_pendingBuffer);
-            if (n < data.Length) _queue.Enqueue(data[n..]);
+            if (n < data.Length) Enqueue(data[n..]);
             _pendingBuffer = default;
         }
         _source.SetResult(n);
@@ -77,18 +78,17 @@ internal sealed class BridgeStream(Action<byte[]> send) : Stream, IValueTaskSour
     {
         lock (_gate)
         {
-            if (_queue.Count > 0)
+            if (!_head.IsEmpty)
             {
                 if (buffer.IsEmpty) return new ValueTask<int>(0);
                 var total = 0;
-                while (_queue.Count > 0 && total < buffer.Length)
+                while (!_head.IsEmpty && total < buffer.Length)
                 {
-                    var head = _queue.Peek();
-                    var n = Math.Min(head.Length, buffer.Length - total);
-                    head[..n].CopyTo(buffer[total..]);
+                    var n = Math.Min(_head.Length, buffer.Length - total);
+                    _head[..n].CopyTo(buffer[total..]);
                     total += n;
-                    if (n == head.Length) _queue.Dequeue();
-                    else { _queue.Dequeue(); RequeueFront(head[n..]); }
+                    _head = _head[n..];
+                    if (_head.IsEmpty && _queue.Count > 0) _head = _queue.Dequeue();
                 }
                 return new ValueTask<int>(total);
             }
@@ -101,13 +101,10 @@ internal sealed class BridgeStream(Action<byte[]> send) : Stream, IValueTaskSour
         }
     }
 
-    private void RequeueFront(ReadOnlyMemory<byte> rest)
+    private void Enqueue(ReadOnlyMemory<byte> data)
     {
-        // rare (the reader's buffer was smaller than a chunk): rebuild with the rest first
-        var items = _queue.ToArray();
-        _queue.Clear();
-        _queue.Enqueue(rest);
-        foreach (var i in items) _queue.Enqueue(i);
+        if (_head.IsEmpty) _head = data;
+        else _queue.Enqueue(data);
     }
 
     public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)

@@ -57,7 +57,7 @@ public sealed class TlsConnection : ReceiveActor
     private SslStream _ssl = null!;
     private Tcp.ConnectionClosed? _closedBySocket;
     private bool _stopOnRegister;
-    private bool _secure; // in Secure: the relay's two hot messages skip ReceiveActor's matching (AroundReceive)
+    private bool _secure; // in Secure: Received and Write are handled in AroundReceive, before ReceiveActor's matching
 
     public TlsConnection(IActorRef socket, ClientTls? clientTls, ServerTls? serverTls, string? host, bool sniffDirect)
     {
@@ -211,10 +211,9 @@ public sealed class TlsConnection : ReceiveActor
 
     // ---------------- Secure ----------------
 
+    /// <summary>Tcp.Received and Tcp.Write, the relay's hot messages, are handled in <see cref="AroundReceive"/>.</summary>
     private void Secure()
     {
-        Receive<Tcp.Write>(w => Encrypt(w, Sender));
-        Receive<Tcp.Received>(r => _bridge.Push(r.Data.ToArray()));
         Receive<AckFor>(a => a.Writer.Tell(a.Ack, Self));
         Receive<Tcp.CloseCommand>(c =>
         {
@@ -252,7 +251,6 @@ public sealed class TlsConnection : ReceiveActor
     {
         if (_secure)
         {
-            // same code as Secure's handlers
             if (message is Tcp.Received r) { _bridge.Push(r.Data.ToArray()); return true; }
             if (message is Tcp.Write w) { Encrypt(w, Sender); return true; }
         }

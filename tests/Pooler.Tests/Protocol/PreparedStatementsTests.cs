@@ -21,6 +21,14 @@ public sealed class PreparedStatementsTests
         return [.. Z(name), .. Z(query), .. t];
     }
 
+    /// <summary>One message built by <paramref name="build"/>.</summary>
+    private static byte[] Built(Action<PgWriter> build)
+    {
+        var w = new PgWriter();
+        build(w);
+        return w.ToArray();
+    }
+
     private static ReadOnlySpan<byte> Body(byte[] message, byte type)
     {
         Assert.Equal(type, message[0]);
@@ -36,7 +44,7 @@ public sealed class PreparedStatementsTests
         Assert.Equal("stmt_1", name);
         Assert.Equal(body.AsSpan(7).ToArray(), definition.ToArray());
 
-        var renamed = ExtendedMessages.Parse("PLR_x", definition);
+        var renamed = Built(w => ExtendedMessages.Parse(w, "PLR_x", body.AsSpan(7)));
         Assert.Equal(ParseBody("PLR_x", "select $1::int + $2", 23, 23), Body(renamed, MsgType.Parse).ToArray());
     }
 
@@ -60,7 +68,7 @@ public sealed class PreparedStatementsTests
         Assert.True(ExtendedMessages.TryReadBind(body, out var portal, out var statement, out var tail));
         Assert.Equal(("portal", "stmt_1"), (portal, statement));
         Assert.Equal(rest, tail.ToArray());
-        Assert.Equal([.. Z("portal"), .. Z("PLR_y"), .. rest], Body(ExtendedMessages.Bind("portal", "PLR_y", tail), MsgType.Bind).ToArray());
+        Assert.Equal([.. Z("portal"), .. Z("PLR_y"), .. rest], Body(Built(w => ExtendedMessages.Bind(w, "portal", "PLR_y", rest)), MsgType.Bind).ToArray());
         Assert.False(ExtendedMessages.TryReadBind([(byte)'p', 0, (byte)'s'], out _, out _, out _));
     }
 
@@ -70,8 +78,8 @@ public sealed class PreparedStatementsTests
         byte[] body = [(byte)'S', .. Z("stmt_1")];
         Assert.True(ExtendedMessages.TryReadTarget(body, out var kind, out var name));
         Assert.Equal((ExtendedMessages.Statement, "stmt_1"), (kind, name));
-        Assert.Equal(body, Body(ExtendedMessages.Target(MsgType.Describe, kind, name), MsgType.Describe).ToArray());
-        Assert.Equal([(byte)'P', 0], Body(ExtendedMessages.Target(MsgType.Close, ExtendedMessages.Portal, ""), MsgType.Close).ToArray());
+        Assert.Equal(body, Body(Built(w => ExtendedMessages.Target(w, MsgType.Describe, kind, name)), MsgType.Describe).ToArray());
+        Assert.Equal([(byte)'P', 0], Body(Built(w => ExtendedMessages.Target(w, MsgType.Close, ExtendedMessages.Portal, "")), MsgType.Close).ToArray());
         Assert.False(ExtendedMessages.TryReadTarget([(byte)'X', 0], out _, out _));
         Assert.False(ExtendedMessages.TryReadTarget([(byte)'S', (byte)'a', 0, (byte)'b'], out _, out _)); // bytes after the name
     }

@@ -51,39 +51,15 @@ public static class ExtendedMessages
         return TryCString(body[1..], out name, out var used) && used == body.Length - 1;
     }
 
-    public static byte[] Parse(string name, ReadOnlySpan<byte> definition)
-    {
-        var n = Encoding.UTF8.GetByteCount(name);
-        var msg = Header(MsgType.Parse, n + 1 + definition.Length, out var at);
-        at += Encoding.UTF8.GetBytes(name, msg.AsSpan(at));
-        msg[at++] = 0;
-        definition.CopyTo(msg.AsSpan(at));
-        return msg;
-    }
+    public static void Parse(PgWriter w, string name, ReadOnlySpan<byte> definition)
+        => w.Begin(MsgType.Parse).CString(name).Bytes(definition).End();
 
-    public static byte[] Bind(string portal, string statement, ReadOnlySpan<byte> rest)
-    {
-        var p = Encoding.UTF8.GetByteCount(portal);
-        var s = Encoding.UTF8.GetByteCount(statement);
-        var msg = Header(MsgType.Bind, p + 1 + s + 1 + rest.Length, out var at);
-        at += Encoding.UTF8.GetBytes(portal, msg.AsSpan(at));
-        msg[at++] = 0;
-        at += Encoding.UTF8.GetBytes(statement, msg.AsSpan(at));
-        msg[at++] = 0;
-        rest.CopyTo(msg.AsSpan(at));
-        return msg;
-    }
+    public static void Bind(PgWriter w, string portal, string statement, ReadOnlySpan<byte> rest)
+        => w.Begin(MsgType.Bind).CString(portal).CString(statement).Bytes(rest).End();
 
     /// <summary>A Describe (<paramref name="type"/> = 'D') or Close ('C') of a statement or portal.</summary>
-    public static byte[] Target(byte type, byte kind, string name)
-    {
-        var n = Encoding.UTF8.GetByteCount(name);
-        var msg = Header(type, 1 + n + 1, out var at);
-        msg[at++] = kind;
-        at += Encoding.UTF8.GetBytes(name, msg.AsSpan(at));
-        msg[at] = 0;
-        return msg;
-    }
+    public static void Target(PgWriter w, byte type, byte kind, string name)
+        => w.Begin(type).Byte(kind).CString(name).End();
 
     /// <summary>
     /// The name a statement gets on the servers: the same query with the same parameter types gets the same
@@ -95,15 +71,6 @@ public static class ExtendedMessages
         Span<byte> hash = stackalloc byte[32];
         SHA256.HashData(definition, hash);
         return "PLR_" + Convert.ToHexStringLower(hash[..12]);
-    }
-
-    private static byte[] Header(byte type, int bodyLength, out int at)
-    {
-        var msg = new byte[5 + bodyLength];
-        msg[0] = type;
-        BinaryPrimitives.WriteInt32BigEndian(msg.AsSpan(1), 4 + bodyLength);
-        at = 5;
-        return msg;
     }
 
     private static bool TryCString(ReadOnlySpan<byte> body, out string value, out int consumed)

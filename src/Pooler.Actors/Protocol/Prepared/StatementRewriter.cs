@@ -47,14 +47,14 @@ public sealed class StatementRewriter(ClientStatements client, StatementCache se
                 }
                 Evict(server.Add(statement.ServerName), output);
                 plan.Add(ResponsePlan.Sent.ClientParse, statement.ServerName, name);
-                output.Bytes(ExtendedMessages.Parse(statement.ServerName, definition));
+                ExtendedMessages.Parse(output, statement.ServerName, definition);
                 return;
             case MsgType.Bind:
                 if (ExtendedMessages.TryReadBind(body, out var portal, out var stmt, out var rest) && stmt.Length > 0
                     && client.TryGet(stmt, out var bound))
                 {
                     EnsurePrepared(bound, output);
-                    output.Bytes(ExtendedMessages.Bind(portal, bound.ServerName, rest));
+                    ExtendedMessages.Bind(output, portal, bound.ServerName, rest);
                     return;
                 }
                 output.Bytes(message); // unnamed, or unknown: PostgreSQL's own 26000 names the client's statement
@@ -64,7 +64,7 @@ public sealed class StatementRewriter(ClientStatements client, StatementCache se
                     && described.Length > 0 && client.TryGet(described, out var d))
                 {
                     EnsurePrepared(d, output);
-                    output.Bytes(ExtendedMessages.Target(MsgType.Describe, kind, d.ServerName));
+                    ExtendedMessages.Target(output, MsgType.Describe, kind, d.ServerName);
                     return;
                 }
                 output.Bytes(message);
@@ -104,20 +104,20 @@ public sealed class StatementRewriter(ClientStatements client, StatementCache se
         if (server.Touch(statement.ServerName)) return;
         Evict(server.Add(statement.ServerName), output);
         plan.Add(ResponsePlan.Sent.AddedParse, statement.ServerName);
-        output.Bytes(ExtendedMessages.Parse(statement.ServerName, statement.Definition));
+        ExtendedMessages.Parse(output, statement.ServerName, statement.Definition);
     }
 
     private void Evict(string? evicted, PgWriter output)
     {
         if (evicted == null) return;
         plan.Add(ResponsePlan.Sent.AddedClose, evicted);
-        output.Bytes(ExtendedMessages.Target(MsgType.Close, ExtendedMessages.Statement, evicted));
+        ExtendedMessages.Target(output, MsgType.Close, ExtendedMessages.Statement, evicted);
     }
 
     private void StandIn(PgWriter output, ResponsePlan.Sent kind, string? serverName, string? clientName = null)
     {
         plan.Add(kind, serverName, clientName);
-        output.Bytes(ExtendedMessages.Target(MsgType.Close, ExtendedMessages.Portal, NoPortal));
+        ExtendedMessages.Target(output, MsgType.Close, ExtendedMessages.Portal, NoPortal);
     }
 
     /// <summary>Applies what an error undid (<see cref="ResponsePlan.OnServerMessage"/>) to the server's cache and the client's names.</summary>
