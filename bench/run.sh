@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # One command, one run, one machine: PostgreSQL direct vs PgBouncer vs Pooler.
 #
-#   bench/run.sh            # full run (about 32 minutes on 2 cores; the plan is printed first)
-#   bench/run.sh --quick    # about 6 minutes: clients 1 and 50, 5 s per pgbench run, 1 seed run per target
+#   bench/run.sh            # full run (about 37 minutes on 2 cores; the plan is printed first)
+#   bench/run.sh --quick    # about 7 minutes: clients 1 and 50, 5 s per pgbench run, 1 seed run per target
 #   bench/run.sh --plan     # print what would run and how long it should take
 #   bench/run.sh --help
 #
-# Parts (PARTS="matrix seed idle tls"):
+# Parts (PARTS="matrix seed idle tls prepared"):
 #   matrix  pgbench -S (simple), -S -M extended and the TPC-B-like script at each client count, per target:
 #           tps, average/p50/p99/max latency (p99 from per-transaction logs), failed transactions, most backends,
 #           CPU seconds per 1,000 transactions and peak RSS of the pooler under test
@@ -18,6 +18,15 @@
 #           directly to PostgreSQL with TLS, then the handshake rate (pgbench -S -C, a new TLS connection per
 #           transaction) at TLS_HANDSHAKE_CLIENTS. Runs last: it turns PostgreSQL's ssl on (a reload), and libpq's
 #           default sslmode=prefer would then put TLS under the other parts' direct rows.
+#   prepared  protocol-level named prepared statements in transaction pooling, at each of PREPARED_CLIENTS, interleaved:
+#           Pooler pgbench -S -M prepared and -S -M extended, PgBouncer -S -M extended (Debian's 1.18 cannot keep named
+#           statements across servers in transaction mode: one short -M prepared attempt, PREPARED_PGBOUNCER_ATTEMPT s,
+#           records its failure), PostgreSQL direct -S -M prepared; both poolers are instances of their own (own ports,
+#           own roles, Pooler with max-prepared-statements = PREPARED_MAX_STATEMENTS). Reports tps, failed transactions,
+#           the exact command of each row and the ratios Pooler prepared / Pooler extended (target >= 1.15), / PgBouncer
+#           extended (>= 1.0) and / direct prepared. Select-only on purpose: pgbench's TPC-B script with -M prepared
+#           deadlocks through any transaction pooler once clients > pool size (its PQprepare blocks inside an open
+#           transaction). Runs before tls (PostgreSQL still without ssl).
 # Results: bench/results/<YYYY-MM-DD-HHMM>.md plus PNG charts, copied to bench/results/latest.md and latest-*.png;
 # raw outputs (TSV, JSON, pgbench logs, commands) under bench/results/raw/<stamp>/ (not committed).
 # Env knobs: see usage() below. Everything listens on 127.0.0.1, lives in a temp folder and is stopped on exit.
@@ -37,10 +46,11 @@ usage: bench/run.sh [--quick] [--plan] [--help]
 --plan    print the plan and its time estimate, run nothing
 
 --quick   smaller defaults (each still overridable by its variable): CLIENTS="1 50", DURATION=5, SEED_RUNS=1,
-          SEED_CONNECTIONS=256, SEED_ITERATIONS=200, IDLE_CONNECTIONS=2000, TLS_CLIENTS=50, BUDGET_SECONDS=390
+          SEED_CONNECTIONS=256, SEED_ITERATIONS=200, IDLE_CONNECTIONS=2000, TLS_CLIENTS=50, PREPARED_CLIENTS=50,
+          BUDGET_SECONDS=450
 
 Environment (full-run default first):
-  PARTS            "matrix seed idle tls"    which parts to run
+  PARTS            "matrix seed idle tls prepared"  which parts to run
   TARGETS          "direct pgbouncer pooler" (idle always skips direct)
   SCRIPTS          "select-simple select-extended tpcb-like"
   CLIENTS          "1 50 500 1000"           pgbench client counts
@@ -58,13 +68,17 @@ Environment (full-run default first):
   SEED_RATE_GUESS  150                       cycles/s assumed for the time plan only
   IDLE_CONNECTIONS 10000                     idle clients per pooler
   MAX_CLIENT_CONN  max(2000, IDLE_CONNECTIONS + 1000), for both poolers
-  BUDGET_MINUTES   38   (or BUDGET_SECONDS)  runs that would not end by then are skipped (SKIPPED), seed runs cut
+  BUDGET_MINUTES   44   (or BUDGET_SECONDS)  runs that would not end by then are skipped (SKIPPED), seed runs cut
   TLS_CLIENTS      "50 1000"                 pgbench -S client counts of the tls part (DURATION s each, + allowance)
   TLS_HANDSHAKE_CLIENTS  8                   pgbench -S -C clients (handshake rate), TLS_HANDSHAKE_DURATION (DURATION) s
   TLS_CONNECT_ALLOWANCE  20                  seconds per 1,000 clients added to a tls run's -T: pgbench's clock runs while
                                              it opens its connections one by one (each a TLS handshake) before any transaction
   TLS_SERVER_SSLMODE     verify-full         both poolers' server-side sslmode: verify-full | verify-ca | require
   TLS_KEY          rsa:2048                  key of the throw-away CA and server certificate: rsa:BITS | ec (P-256)
+  PREPARED_CLIENTS "50 1000"                 client counts of the prepared part (DURATION s per run, pool POOL_SIZE)
+  PREPARED_MAX_STATEMENTS  200               the prepared part's Pooler max-prepared-statements (0: names relayed unchanged)
+  PREPARED_PGBOUNCER_ATTEMPT  3              -T of the one pgbench -S -M prepared attempt through PgBouncer, at the first of
+                                             PREPARED_CLIENTS, after the measured runs (its failure recorded; 0: no attempt)
   AUTH             trust                     trust | md5 | scram-sha-256
   POOLER_CMD       command taking --config FILE (default: dotnet on the Release Pooler.Host.dll)
   WORKLOAD_CMD     Pooler.Workload command (default: dotnet on the Release Pooler.Workload.dll)
@@ -85,9 +99,9 @@ done
 
 if [ "$quick" = 1 ]; then
   : "${CLIENTS:=1 50}" "${DURATION:=5}" "${SEED_RUNS:=1}" "${SEED_CONNECTIONS:=256}" "${SEED_ITERATIONS:=200}"
-  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_SECONDS:=390}" "${WARMUP:=5}" "${TLS_CLIENTS:=50}"
+  : "${IDLE_CONNECTIONS:=2000}" "${BUDGET_SECONDS:=450}" "${WARMUP:=5}" "${TLS_CLIENTS:=50}" "${PREPARED_CLIENTS:=50}"
 fi
-PARTS=${PARTS:-"matrix seed idle tls"}
+PARTS=${PARTS:-"matrix seed idle tls prepared"}
 TARGETS=${TARGETS:-"direct pgbouncer pooler"}
 SCRIPTS=${SCRIPTS:-"select-simple select-extended tpcb-like"}
 CLIENTS=${CLIENTS:-"1 50 500 1000"}
@@ -108,7 +122,7 @@ SEED_FREQS=${SEED_FREQS:-"10 90 75 25"}
 SEED_RATE_GUESS=${SEED_RATE_GUESS:-150}
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 MAX_CLIENT_CONN=${MAX_CLIENT_CONN:-$(( IDLE_CONNECTIONS + 1000 > 2000 ? IDLE_CONNECTIONS + 1000 : 2000 ))}
-BUDGET_MINUTES=${BUDGET_MINUTES:-38}
+BUDGET_MINUTES=${BUDGET_MINUTES:-44}
 BUDGET_SECONDS=${BUDGET_SECONDS:-$(( BUDGET_MINUTES * 60 ))}
 TLS_CLIENTS=${TLS_CLIENTS:-"50 1000"}
 TLS_HANDSHAKE_CLIENTS=${TLS_HANDSHAKE_CLIENTS:-8}
@@ -116,6 +130,9 @@ TLS_HANDSHAKE_DURATION=${TLS_HANDSHAKE_DURATION:-$DURATION}
 TLS_CONNECT_ALLOWANCE=${TLS_CONNECT_ALLOWANCE:-20}
 TLS_SERVER_SSLMODE=${TLS_SERVER_SSLMODE:-verify-full}
 TLS_KEY=${TLS_KEY:-rsa:2048}
+PREPARED_CLIENTS=${PREPARED_CLIENTS:-"50 1000"}
+PREPARED_MAX_STATEMENTS=${PREPARED_MAX_STATEMENTS:-200}
+PREPARED_PGBOUNCER_ATTEMPT=${PREPARED_PGBOUNCER_ATTEMPT:-3}
 AUTH=${AUTH:-trust}
 RESULTS_DIR=${RESULTS_DIR:-$here/results}
 PASSWORD=bench-pass
@@ -127,11 +144,14 @@ for v in DURATION THREADS SCALE POOL_SIZE SEED_POOL_SIZE SEED_RUNS SEED_CONNECTI
   if ! [[ "${!v}" =~ ^[0-9]+$ ]] || [ "${!v}" -eq 0 ]; then pgh_die "$v must be a positive integer (is '${!v}')"; fi
 done
 [[ "$TLS_CONNECT_ALLOWANCE" =~ ^[0-9]+$ ]] || pgh_die "TLS_CONNECT_ALLOWANCE must be a whole number of seconds"
+[[ "$PREPARED_MAX_STATEMENTS" =~ ^[0-9]+$ ]] || pgh_die "PREPARED_MAX_STATEMENTS must be a whole number"
+[[ "$PREPARED_PGBOUNCER_ATTEMPT" =~ ^[0-9]+$ ]] || pgh_die "PREPARED_PGBOUNCER_ATTEMPT must be a whole number of seconds"
 # tls_duration CLIENTS: -T of a tls throughput run, DURATION plus the connect allowance.
 tls_duration() { echo $(( DURATION + ($1 * TLS_CONNECT_ALLOWANCE + 999) / 1000 )); }
 for c in $CLIENTS; do if ! [[ "$c" =~ ^[0-9]+$ ]] || [ "$c" -eq 0 ]; then pgh_die "CLIENTS must be positive integers"; fi; done
 for c in $TLS_CLIENTS; do if ! [[ "$c" =~ ^[0-9]+$ ]] || [ "$c" -eq 0 ]; then pgh_die "TLS_CLIENTS must be positive integers"; fi; done
-for p in $PARTS; do case "$p" in matrix|seed|idle|tls) ;; *) pgh_die "unknown part '$p' in PARTS" ;; esac; done
+for c in $PREPARED_CLIENTS; do if ! [[ "$c" =~ ^[0-9]+$ ]] || [ "$c" -eq 0 ]; then pgh_die "PREPARED_CLIENTS must be positive integers"; fi; done
+for p in $PARTS; do case "$p" in matrix|seed|idle|tls|prepared) ;; *) pgh_die "unknown part '$p' in PARTS" ;; esac; done
 case "$TLS_SERVER_SSLMODE" in verify-full|verify-ca|require) ;; *) pgh_die "TLS_SERVER_SSLMODE must be verify-full, verify-ca or require" ;; esac
 [[ "$TLS_KEY" =~ ^(rsa:[0-9]+|ec)$ ]] || pgh_die "TLS_KEY must be rsa:BITS or ec"
 for s in $SCRIPTS; do
@@ -145,6 +165,7 @@ script_args() {
   case "$1" in
     select-simple)   echo "-S -M simple" ;;
     select-extended) echo "-S -M extended" ;;
+    select-prepared) echo "-S -M prepared" ;;
     tpcb-like)       echo "-M simple" ;;
     select-connect)  echo "-S -M simple -C" ;;
   esac
@@ -168,6 +189,20 @@ for c in $TLS_CLIENTS; do
   if has "$PARTS" tls && has "$TARGETS" direct && [ "$c" -gt "$max_clients" ]; then max_clients=$c; fi
   est_tls=$(( est_tls + n_targets * ($(tls_duration "$c") + 2 + c / 150) ))
 done
+# The prepared part: per client count direct prepared, PgBouncer extended, Pooler prepared and extended; a warm-up per
+# target (Pooler's two), starts, and the short PgBouncer -M prepared attempt.
+n_prep_runs=0
+has "$TARGETS" direct && n_prep_runs=$(( n_prep_runs + 1 ))
+has "$TARGETS" pgbouncer && n_prep_runs=$(( n_prep_runs + 1 ))
+has "$TARGETS" pooler && n_prep_runs=$(( n_prep_runs + 2 ))
+prep_ext_warm=$(( WARMUP / 4 > 2 ? WARMUP / 4 : 2 ))
+est_prepared=$(( 10 + n_targets * (WARMUP + 2) ))
+has "$TARGETS" pooler && est_prepared=$(( est_prepared + prep_ext_warm + 2 ))
+has "$TARGETS" pgbouncer && [ "$PREPARED_PGBOUNCER_ATTEMPT" -gt 0 ] && est_prepared=$(( est_prepared + PREPARED_PGBOUNCER_ATTEMPT + 5 ))
+for c in $PREPARED_CLIENTS; do
+  if has "$PARTS" prepared && has "$TARGETS" direct && [ "$c" -gt "$max_clients" ]; then max_clients=$c; fi
+  est_prepared=$(( est_prepared + n_prep_runs * (DURATION + 2 + c / 150) ))
+done
 seed_cycles=$(( SEED_ITERATIONS * SEED_WORKERS ))
 est_seed_run=$(( 5 + SEED_FLIGHTS / 10000 + SEED_CONNECTIONS / 150 + seed_cycles / SEED_RATE_GUESS ))
 est_seed=$(( n_targets * SEED_RUNS * est_seed_run ))
@@ -176,8 +211,9 @@ has "$PARTS" matrix || est_matrix=0
 has "$PARTS" seed || est_seed=0
 has "$PARTS" idle || est_idle=0
 has "$PARTS" tls || est_tls=0
+has "$PARTS" prepared || est_prepared=0
 # Build (incremental) and setup before, report and charts after: about a minute together.
-est_total=$(( 60 + est_matrix + est_seed + est_idle + est_tls ))
+est_total=$(( 60 + est_matrix + est_seed + est_idle + est_tls + est_prepared ))
 # A seed run may take several times the guess before it is called hung.
 SEED_RUN_TIMEOUT=${SEED_RUN_TIMEOUT:-$(( 120 + 4 * est_seed_run ))}
 IDLE_TIMEOUT=${IDLE_TIMEOUT:-$(( 60 + IDLE_CONNECTIONS / 50 ))}
@@ -188,6 +224,7 @@ pgh_log "  matrix: scripts [$SCRIPTS] x clients [$CLIENTS] x ${n_targets} target
 pgh_log "  seed:   ${n_targets} targets x $SEED_RUNS runs, $SEED_CONNECTIONS connections, $SEED_ITERATIONS cycles/worker x $SEED_WORKERS, pool $SEED_POOL_SIZE: ~$(mmss "$est_seed") (guessing $SEED_RATE_GUESS cycles/s)"
 pgh_log "  idle:   $IDLE_CONNECTIONS clients through [${poolers}]: ~$(mmss "$est_idle")"
 pgh_log "  tls:    pgbench -S at clients [$TLS_CLIENTS] x ${n_targets} targets, ${DURATION} s each (+ $TLS_CONNECT_ALLOWANCE s per 1,000 clients to connect), and pgbench -S -C at $TLS_HANDSHAKE_CLIENTS clients, ${TLS_HANDSHAKE_DURATION} s, all with TLS (server side $TLS_SERVER_SSLMODE): ~$(mmss "$est_tls")"
+pgh_log "  prepared: pgbench -S at clients [$PREPARED_CLIENTS]: Pooler -M prepared and -M extended, PgBouncer -M extended, direct -M prepared, ${DURATION} s each, pool $POOL_SIZE, Pooler max-prepared-statements $PREPARED_MAX_STATEMENTS$([ "$PREPARED_PGBOUNCER_ATTEMPT" -gt 0 ] && echo ", plus a ${PREPARED_PGBOUNCER_ATTEMPT} s PgBouncer -M prepared attempt"): ~$(mmss "$est_prepared")"
 pgh_log "  total:  ~$(mmss "$est_total") with build, setup and report; runs that would not end within $(mmss "$BUDGET_SECONDS") are skipped"
 [ "$plan_only" = 0 ] || exit 0
 budget_end=$(( SECONDS + BUDGET_SECONDS ))
@@ -235,9 +272,12 @@ pooler_dir="$work/pooler"
 tls_dir="$work/tls"
 bouncer_tls_dir="$work/pgbouncer-tls"
 pooler_tls_dir="$work/pooler-tls"
+bouncer_prep_dir="$work/pgbouncer-prep"
+pooler_prep_dir="$work/pooler-prep"
 mkdir -p "$bouncer_dir" "$pooler_dir" "$work/pgb"
 pooler_pid=""
 pooler_tls_pid=""
+pooler_prep_pid=""
 idle_pid=""
 idle_fd=""
 
@@ -249,8 +289,10 @@ cleanup() {
   if [ -n "$idle_pid" ]; then pgh_kill_pid "$idle_pid"; fi
   if [ -n "$pooler_pid" ]; then pgh_kill_pid "$pooler_pid"; fi
   if [ -n "$pooler_tls_pid" ]; then pgh_kill_pid "$pooler_tls_pid"; fi
+  if [ -n "$pooler_prep_pid" ]; then pgh_kill_pid "$pooler_prep_pid"; fi
   pgh_pgbouncer_stop "$bouncer_dir/pgbouncer.pid"
   pgh_pgbouncer_stop "$bouncer_tls_dir/pgbouncer.pid"
+  pgh_pgbouncer_stop "$bouncer_prep_dir/pgbouncer.pid"
   pgh_pg_stop "$pg_dir"
   if [ "${KEEP_WORK:-0}" = 1 ]; then pgh_log "kept $work"; else rm -rf "$work"; fi
   exit "$rc"
@@ -292,8 +334,8 @@ wl=(${WORKLOAD_CMD:-})
 # --- PostgreSQL -----------------------------------------------------------------------------------
 seed_max=0
 has "$PARTS" seed && has "$TARGETS" direct && seed_max=$SEED_CONNECTIONS
-# Pools of both poolers (the tls part's two more), plus room for the sampler and psql.
-pg_max_conn=$(( (max_clients > seed_max ? max_clients : seed_max) + 4 * POOL_SIZE + 2 * SEED_POOL_SIZE + 100 ))
+# Pools of both poolers (the tls and prepared parts' two more each), plus room for the sampler and psql.
+pg_max_conn=$(( (max_clients > seed_max ? max_clients : seed_max) + 6 * POOL_SIZE + 2 * SEED_POOL_SIZE + 100 ))
 pg_port=$(pgh_free_port)
 pg_version=$("$PGBIN/postgres" --version | awk '{print $3}')
 pgh_log "PostgreSQL $pg_version on port $pg_port (max_connections $pg_max_conn, auth $AUTH, pg_stat_statements)"
@@ -319,6 +361,9 @@ CREATE ROLE bench_pooler LOGIN PASSWORD '$PASSWORD';
 CREATE ROLE bench_direct_tls LOGIN PASSWORD '$PASSWORD';
 CREATE ROLE bench_pgbouncer_tls LOGIN PASSWORD '$PASSWORD';
 CREATE ROLE bench_pooler_tls LOGIN PASSWORD '$PASSWORD';
+CREATE ROLE bench_direct_prep LOGIN PASSWORD '$PASSWORD';
+CREATE ROLE bench_pgbouncer_prep LOGIN PASSWORD '$PASSWORD';
+CREATE ROLE bench_pooler_prep LOGIN PASSWORD '$PASSWORD';
 CREATE DATABASE bench OWNER bench;
 CREATE DATABASE seed_direct OWNER bench_direct;
 CREATE DATABASE seed_pgbouncer OWNER bench_pgbouncer;
@@ -326,7 +371,7 @@ CREATE DATABASE seed_pooler OWNER bench_pooler;
 SQL
 pgh_psql_super "$pg_dir" "$pg_port" bench -c "CREATE EXTENSION pg_stat_statements"
 
-if has "$PARTS" matrix || has "$PARTS" tls; then
+if has "$PARTS" matrix || has "$PARTS" tls || has "$PARTS" prepared; then
   pgh_log "pgbench -i -s $SCALE"
   record "$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$pg_port" -U bench bench
   PGPASSWORD=$PASSWORD timeout -k 10 900 "$PGBENCH" -i -s "$SCALE" -q -h 127.0.0.1 -p "$pg_port" -U bench bench >"$work/init.log" 2>&1 \
@@ -334,7 +379,7 @@ if has "$PARTS" matrix || has "$PARTS" tls; then
   # One role per target, so pg_stat_activity tells whose backends they are; TPC-B writes, so full rights.
   pgh_psql_super "$pg_dir" "$pg_port" bench \
     -c "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO bench_direct, bench_pgbouncer, bench_pooler,
-          bench_direct_tls, bench_pgbouncer_tls, bench_pooler_tls" \
+          bench_direct_tls, bench_pgbouncer_tls, bench_pooler_tls, bench_direct_prep, bench_pgbouncer_prep, bench_pooler_prep" \
     -c "VACUUM ANALYZE"
 fi
 
@@ -419,9 +464,13 @@ fi
 tls_direct_ok=0; tls_direct_why="not-set-up"
 bouncer_tls_ok=0; bouncer_tls_port=""; bouncer_tls_pid=""; bouncer_tls_why="not-started"
 pooler_tls_ok=0; pooler_tls_port=""; pooler_tls_why="not-started"; pooler_tls_said=""
+# The prepared part's targets (set up in part 6, stopped after it).
+bouncer_prep_ok=0; bouncer_prep_port=""; bouncer_prep_pid=""; bouncer_prep_why="not-started"
+pooler_prep_ok=0; pooler_prep_port=""; pooler_prep_why="not-started"; pooler_prep_said=""
 
 # target_info TARGET: sets t_port, t_role, t_pid (process to account, "" for direct), t_ok, t_why.
-# TARGET is direct, pgbouncer or pooler, or direct-tls, pgbouncer-tls or pooler-tls for the tls part.
+# TARGET is direct, pgbouncer or pooler, or direct-tls, pgbouncer-tls or pooler-tls for the tls part, or direct-prep,
+# pgbouncer-prep or pooler-prep for the prepared part.
 target_info() {
   t_ok=1; t_why=""
   case "$1" in
@@ -436,6 +485,11 @@ target_info() {
                    [ "$bouncer_tls_ok" = 1 ] || { t_ok=0; t_why=$bouncer_tls_why; } ;;
     pooler-tls)    t_port=$pooler_tls_port;   t_role=bench_pooler_tls;    t_pid=$pooler_tls_pid
                    [ "$pooler_tls_ok" = 1 ] || { t_ok=0; t_why=$pooler_tls_why; } ;;
+    direct-prep)    t_port=$pg_port;            t_role=bench_direct_prep;    t_pid="" ;;
+    pgbouncer-prep) t_port=$bouncer_prep_port;  t_role=bench_pgbouncer_prep; t_pid=$bouncer_prep_pid
+                    [ "$bouncer_prep_ok" = 1 ] || { t_ok=0; t_why=$bouncer_prep_why; } ;;
+    pooler-prep)    t_port=$pooler_prep_port;   t_role=bench_pooler_prep;    t_pid=$pooler_prep_pid
+                    [ "$pooler_prep_ok" = 1 ] || { t_ok=0; t_why=$pooler_prep_why; } ;;
   esac
   if [ "$t_ok" = 1 ] && [ -n "$t_pid" ] && ! kill -0 "$t_pid" 2>/dev/null; then t_ok=0; t_why="process-gone"; fi
 }
@@ -655,6 +709,157 @@ if has "$PARTS" idle && [ -z "$workload_note" ]; then
     idle_run "$target"
     tail -n 1 "$idle" | awk -F'\t' '{ printf "    %s, RSS %s -> %s KiB, %s KiB/client, open %s s, failed %s\n", $3, $4, $5, $6, $7, $8 }' >&2
   done
+fi
+
+# --- 6. prepared statements in transaction pooling -----------------------------------------------------
+# Runs before the tls part (PostgreSQL still without ssl, as for the matrix). Both poolers are instances of their own,
+# started for this part and stopped after it: the PgBouncer -M prepared attempt leaves its P_0 on the server
+# connections it reached, and the Pooler gets max-prepared-statements set explicitly.
+prepared="$raw/prepared.tsv"
+printf 'script\ttarget\tclients\ttps\tavg_ms\tp50_ms\tp99_ms\tmax_ms\tfailed\tprocessed\tmax_backends\tconn_ms\tcpu_s\tcpu_s_per_1k_tx\tpeak_rss_kib\tstatus\n' >"$prepared"
+prepared_cmds="$raw/prepared-commands.tsv"
+printf 'script\ttarget\tclients\tcommand\n' >"$prepared_cmds"
+prepared_attempt_c=""
+pooler_prep_log="$raw/pooler-prep.log"
+
+# prep_start_pgbouncer: a PgBouncer for this part, otherwise as the matrix's (transaction mode, pool POOL_SIZE).
+prep_start_pgbouncer() {
+  bouncer_prep_port=$(pgh_free_port)
+  mkdir -p "$bouncer_prep_dir"
+  printf '"bench_pgbouncer_prep" "%s"\n' "$PASSWORD" >"$bouncer_prep_dir/userlist.txt"
+  cat >"$bouncer_prep_dir/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$pg_port dbname=bench
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_prep_port
+unix_socket_dir = $bouncer_prep_dir
+auth_type = $AUTH
+auth_file = $bouncer_prep_dir/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = $MAX_CLIENT_CONN
+logfile = $bouncer_prep_dir/pgbouncer.log
+pidfile = $bouncer_prep_dir/pgbouncer.pid
+ignore_startup_parameters = extra_float_digits
+INI
+  record "$(pgh_find_pgbouncer)" -d "$bouncer_prep_dir/pgbouncer.ini"
+  if pgh_pgbouncer_start "$bouncer_prep_dir" "$bouncer_prep_port" "$bouncer_prep_dir/pgbouncer.ini"; then
+    bouncer_prep_ok=1; bouncer_prep_why=""
+    bouncer_prep_pid=$(cat "$bouncer_prep_dir/pgbouncer.pid")
+    pgh_log "PgBouncer for the prepared part on port $bouncer_prep_port (pid $bouncer_prep_pid)"
+  else
+    bouncer_prep_why="not-started"
+    pgh_log "PgBouncer for the prepared part did not start; its rows will show FAILED"
+  fi
+}
+
+# prep_start_pooler: a Pooler for this part with max-prepared-statements = PREPARED_MAX_STATEMENTS, otherwise as the matrix's.
+prep_start_pooler() {
+  pooler_prep_port=$(pgh_free_port)
+  mkdir -p "$pooler_prep_dir"
+  if [ "$POOLER_CMD" = "dotnet $pooler_dll" ] && [ ! -f "$pooler_dll" ]; then pooler_prep_why="no-Pooler.Host.dll"; return 0; fi
+  printf '"bench_pooler_prep" "%s"\n' "$PASSWORD" >"$pooler_prep_dir/userlist.txt"
+  cat >"$pooler_prep_dir/pooler.conf" <<HOCON
+pooler {
+  listen { host = "127.0.0.1", port = $pooler_prep_port }
+  auth { type = $AUTH, users-file = "$pooler_prep_dir/userlist.txt" }
+  pool-mode = transaction
+  default-pool-size = $POOL_SIZE
+  max-client-conn = $MAX_CLIENT_CONN
+  max-prepared-statements = $PREPARED_MAX_STATEMENTS
+  databases {
+    bench { host = "127.0.0.1", port = $pg_port, dbname = "bench", user = "bench_pooler_prep", password = "$PASSWORD" }
+  }
+}
+HOCON
+  pgh_log "starting Pooler for the prepared part on port $pooler_prep_port: $POOLER_CMD --config $pooler_prep_dir/pooler.conf"
+  # shellcheck disable=SC2086
+  record $POOLER_CMD --config "$pooler_prep_dir/pooler.conf"
+  # shellcheck disable=SC2086
+  $POOLER_CMD --config "$pooler_prep_dir/pooler.conf" >"$pooler_prep_dir/pooler.log" 2>&1 </dev/null &
+  pooler_prep_pid=$!
+  if pgh_wait_port "$pooler_prep_port" "${POOLER_START_TIMEOUT:-60}" "$pooler_prep_pid"; then
+    pooler_prep_ok=1; pooler_prep_why=""
+  else
+    if kill -0 "$pooler_prep_pid" 2>/dev/null; then pooler_prep_why="not-accepting"; else pooler_prep_why="exited-at-start"; fi
+    pgh_log "Pooler for the prepared part did not start ($pooler_prep_why); last output:"
+    tail -n 20 "$pooler_prep_dir/pooler.log" >&2 || true
+    pooler_prep_said=$(grep -v '^[[:space:]]*$' "$pooler_prep_dir/pooler.log" | tail -n 1 | cut -c1-300 || true)
+    pgh_kill_pid "$pooler_prep_pid"
+    pooler_prep_pid=""
+  fi
+}
+
+# prep_stop: stops this part's PgBouncer and Pooler; their logs go to the raw folder.
+prep_stop() {
+  pgh_pgbouncer_stop "$bouncer_prep_dir/pgbouncer.pid"
+  bouncer_prep_ok=0; bouncer_prep_why="stopped"; bouncer_prep_pid=""
+  if [ -n "$pooler_prep_pid" ]; then pgh_kill_pid "$pooler_prep_pid"; wait "$pooler_prep_pid" 2>/dev/null || true; fi
+  pooler_prep_ok=0; pooler_prep_why="stopped"; pooler_prep_pid=""
+  [ -f "$bouncer_prep_dir/pgbouncer.log" ] && cp "$bouncer_prep_dir/pgbouncer.log" "$raw/pgbouncer-prep.log"
+  [ -f "$pooler_prep_dir/pooler.log" ] && cp "$pooler_prep_dir/pooler.log" "$pooler_prep_log"
+  return 0
+}
+
+# prepared_run SCRIPT TARGET CLIENTS SECONDS: one pgbench run of the prepared part; its command (as run) kept for the report.
+prepared_run() {
+  local before
+  before=$(wc -l <"$commands")
+  pgbench_run "$prepared" "$@"
+  if [ "$(wc -l <"$commands")" -gt "$before" ]; then
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$(tail -n 1 "$commands")" >>"$prepared_cmds"
+  fi
+}
+
+# prep_scripts TARGET: what this part runs through TARGET (PgBouncer cannot keep named statements in transaction mode).
+prep_scripts() {
+  case "$1" in
+    direct)    echo select-prepared ;;
+    pgbouncer) echo select-extended ;;
+    pooler)    echo "select-prepared select-extended" ;;
+  esac
+}
+
+if has "$PARTS" prepared; then
+  pgh_log "prepared: instances of [${poolers}] of its own (transaction mode, pool $POOL_SIZE; Pooler max-prepared-statements $PREPARED_MAX_STATEMENTS)"
+  if has "$TARGETS" pgbouncer; then prep_start_pgbouncer; fi
+  if has "$TARGETS" pooler; then prep_start_pooler; fi
+  # Warm-up, not recorded: each target with what it will run, 50 clients; the Pooler's second script for a shorter while.
+  if [ "$WARMUP" -gt 0 ]; then
+    for target in $TARGETS; do
+      target_info "$target-prep"
+      [ "$t_ok" = 1 ] || continue
+      : >"$raw/warmup-$target-prep.log"
+      w=$WARMUP
+      for script in $(prep_scripts "$target"); do
+        pgh_log "prepared warm-up: pgbench $(script_args "$script") -T $w -c 50 -> $target-prep (not recorded)"
+        # shellcheck disable=SC2046
+        PGPASSWORD=$PASSWORD timeout -k 10 $(( w + 60 )) "$PGBENCH" -h 127.0.0.1 -p "$t_port" -U "$t_role" $(script_args "$script") \
+          -T "$w" -c 50 -j "$THREADS" -n bench >>"$raw/warmup-$target-prep.log" 2>&1 \
+          || pgh_log "prepared warm-up ($script) through $target failed (see raw/warmup-$target-prep.log)"
+        w=$prep_ext_warm
+      done
+    done
+  fi
+  for c in $PREPARED_CLIENTS; do
+    for target in $TARGETS; do
+      for script in $(prep_scripts "$target"); do
+        pgh_log "prepared: pgbench $(script_args "$script") -T $DURATION -c $c -> $target-prep"
+        prepared_run "$script" "$target-prep" "$c" "$DURATION"
+        tail -n 1 "$prepared" | awk -F'\t' '{ printf "    tps %s, avg %s ms, p99 %s ms, failed %s, backends %s, cpu/1k tx %s s, rss %s KiB, %s\n", $4, $5, $7, $9, $11, $14, $15, $16 }' >&2
+      done
+    done
+  done
+  # After the measured runs: it leaves P_0 prepared on PgBouncer's server connections.
+  if has "$TARGETS" pgbouncer && [ "$PREPARED_PGBOUNCER_ATTEMPT" -gt 0 ]; then
+    read -r prepared_attempt_c _ <<<"$PREPARED_CLIENTS"
+    pgh_log "prepared: pgbench -S -M prepared -T $PREPARED_PGBOUNCER_ATTEMPT -c $prepared_attempt_c -> pgbouncer-prep (attempt; PgBouncer ${bouncer_version#PgBouncer } relays statement names unchanged, expected to fail)"
+    prepared_run select-prepared pgbouncer-prep "$prepared_attempt_c" "$PREPARED_PGBOUNCER_ATTEMPT"
+    tail -n 1 "$prepared" | awk -F'\t' '{ printf "    tps %s, failed %s, %s\n", $4, $9, $16 }' >&2
+  fi
+  prep_stop
 fi
 
 # --- 5. TLS on both sides ------------------------------------------------------------------------------
@@ -920,8 +1125,8 @@ tsv_get() { awk -F'\t' -v s="$2" -v t="$3" -v c="$4" -v k="$5" '
 tsv_ok() { local v; v=$(tsv_get "$@"); [ "$(tsv_get "$1" "$2" "$3" "$4" status)" = ok ] && echo "$v" || echo "-"; }
 matrix_get() { tsv_get "$matrix" "$@"; }
 ok_val() { tsv_ok "$matrix" "$@"; }
-# verdict RATIO: a target of >= 1.0 met or not ("not measured" without a ratio).
-verdict() { if [ "${1:--}" = - ]; then echo "not measured"; elif awk -v r="$1" 'BEGIN { exit !(r >= 1) }'; then echo "**met**"; else echo "not met"; fi; }
+# verdict RATIO [MIN]: a target of >= MIN (default 1.0) met or not ("not measured" without a ratio).
+verdict() { if [ "${1:--}" = - ]; then echo "not measured"; elif awk -v r="$1" -v m="${2:-1}" 'BEGIN { exit !(r >= m) }'; then echo "**met**"; else echo "not met"; fi; }
 label() { case "$1" in direct) echo "PostgreSQL direct" ;; pgbouncer) echo "PgBouncer" ;; pooler) echo "Pooler" ;; *) echo "$1" ;; esac; }
 tls_hs_warm=${tls_hs_warm:-0}
 img() { [ -f "$RESULTS_DIR/$1" ] && printf '![%s](%s)\n\n' "$2" "$1"; return 0; }
@@ -1184,6 +1389,89 @@ mib() { [[ "${1:-}" =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 
     fi
   fi
 
+  if has "$PARTS" prepared; then
+    echo "## 6. Prepared statements in transaction pooling"
+    echo
+    echo "Protocol-level named prepared statements: \`pgbench -M prepared\` sends Parse of a named statement (\`P_0\`) once per client"
+    echo "connection, then only Bind/Execute by name; \`-M extended\` sends Parse, Bind and Execute of the unnamed statement for every query."
+    echo "Both poolers are instances of their own for this part (own ports, roles \`bench_pgbouncer_prep\`, \`bench_pooler_prep\`;"
+    echo "\`bench_direct_prep\` directly), in transaction mode with pool size $POOL_SIZE and max_client_conn $MAX_CLIENT_CONN, auth $AUTH, as the matrix's."
+    echo "Pooler has \`max-prepared-statements = $PREPARED_MAX_STATEMENTS\`: it renames each client's statements and prepares them on whichever"
+    echo "server a transaction gets. PgBouncer ${bouncer_version#PgBouncer } relays statement names unchanged, so in transaction mode a second"
+    echo "client's \`P_0\` meets the first one's on a shared server: it runs \`-M extended\` only (one short \`-M prepared\` attempt below)."
+    echo "Select-only (\`-S\`) on purpose: pgbench's TPC-B script with \`-M prepared\` deadlocks through any transaction pooler once"
+    echo "clients outnumber the pool (pgbench's blocking PQprepare inside an open transaction). Each target first gets an unrecorded"
+    echo "warm-up with what it runs ($WARMUP s at 50 clients; Pooler's \`-M extended\` ${prep_ext_warm} s after its \`-M prepared\`); then at each"
+    echo "client count the runs are interleaved (direct, PgBouncer, Pooler prepared, Pooler extended), \`pgbench -T $DURATION -j $THREADS -n -l\` each."
+    echo "Columns as in the matrix; CPU and RSS are the pooler's, as in Cost."
+    echo
+    echo "| clients | target | protocol | tps | avg ms | p50 ms | p99 ms | max ms | failed | backends | CPU s / 1k tx | peak RSS MiB | status |"
+    echo "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    for c in $PREPARED_CLIENTS; do
+      for t in $TARGETS; do
+        for script in $(prep_scripts "$t"); do
+          g() { tsv_get "$prepared" "$script" "$t-prep" "$c" "$1"; }
+          echo "| $c | $(label "$t") | \`$(script_args "$script" | sed 's/^-S //')\` | $(bl_fmt_int "$(g tps)") | $(g avg_ms) | $(g p50_ms) | $(g p99_ms) | $(g max_ms) | $(g failed) | $(g max_backends) | $(g cpu_s_per_1k_tx) | $(mib "$(g peak_rss_kib)") | $(g status) |"
+        done
+      done
+    done
+    echo
+    echo "### Ratios and the issue's targets"
+    echo
+    echo "Same-run tps ratios (above 1 = Pooler with \`-M prepared\` faster). Targets: Pooler prepared ≥ 1.15× Pooler extended and"
+    echo "≥ 1.0× PgBouncer extended; no failed transaction and no aborted client (pgbench exit 0, status ok) through Pooler."
+    echo
+    echo "| clients | Pooler prepared tps | Pooler extended tps | PgBouncer extended tps | direct prepared tps | Pooler prepared / Pooler extended (≥ 1.15) | Pooler prepared / PgBouncer extended (≥ 1.0) | Pooler prepared / direct prepared | failed: Pooler prepared, Pooler extended, PgBouncer extended, direct prepared |"
+    echo "| ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | --- |"
+    for c in $PREPARED_CLIENTS; do
+      pp=$(tsv_ok "$prepared" select-prepared pooler-prep "$c" tps); pe=$(tsv_ok "$prepared" select-extended pooler-prep "$c" tps)
+      be=$(tsv_ok "$prepared" select-extended pgbouncer-prep "$c" tps); dp=$(tsv_ok "$prepared" select-prepared direct-prep "$c" tps)
+      r1=$(bl_div "$pp" "$pe"); r2=$(bl_div "$pp" "$be")
+      fl="$(tsv_get "$prepared" select-prepared pooler-prep "$c" failed), $(tsv_get "$prepared" select-extended pooler-prep "$c" failed), $(tsv_get "$prepared" select-extended pgbouncer-prep "$c" failed), $(tsv_get "$prepared" select-prepared direct-prep "$c" failed)"
+      echo "| $c | $(bl_fmt_int "$pp") | $(bl_fmt_int "$pe") | $(bl_fmt_int "$be") | $(bl_fmt_int "$dp") | $r1 ($(verdict "$(bl_div "$pp" "$pe" %.4f)" 1.15)) | $r2 ($(verdict "$(bl_div "$pp" "$be" %.4f)")) | $(bl_div "$pp" "$dp") | $fl |"
+    done
+    echo
+    for c in $PREPARED_CLIENTS; do
+      st=$(tsv_get "$prepared" select-prepared pooler-prep "$c" status); fl=$(tsv_get "$prepared" select-prepared pooler-prep "$c" failed)
+      if [ "$st" = ok ] && [ "$fl" = 0 ]; then v="**met**"; elif [ "$st" = - ]; then v="not measured"; else v="not met"; fi
+      echo "- Pooler \`-M prepared\`, $c clients: $fl failed transactions, status $st: $v."
+    done
+    echo
+    if [ -n "$pooler_prep_said" ]; then
+      echo "Pooler for this part did not start ($pooler_prep_why); its last line: \`${pooler_prep_said//\`/\'}\`"
+      echo
+    fi
+    if [ -f "$pooler_prep_log" ]; then
+      n_warn=$(grep -cE '\[(WARNING|ERROR)\]|Exception' "$pooler_prep_log" || true)
+      echo "Pooler's log during this part: ${n_warn:-0} lines at WARNING or ERROR (or with an exception)$([ "${n_warn:-0}" -gt 0 ] && echo "; the first:")"
+      if [ "${n_warn:-0}" -gt 0 ]; then
+        echo
+        echo '```'
+        grep -E '\[(WARNING|ERROR)\]|Exception' "$pooler_prep_log" | head -n 5 | cut -c1-300
+        echo '```'
+      fi
+      echo
+    fi
+    if [ -n "$prepared_attempt_c" ]; then
+      g() { tsv_get "$prepared" select-prepared pgbouncer-prep "$prepared_attempt_c" "$1"; }
+      said=$(grep -m1 -iE 'error|abort' "$raw/pgbench-select-prepared-pgbouncer-prep-$prepared_attempt_c.log" 2>/dev/null | cut -c1-200 || true)
+      echo "PgBouncer with \`-M prepared\` (one attempt after the measured runs, \`-T $PREPARED_PGBOUNCER_ATTEMPT\`, $prepared_attempt_c clients): status $(g status), tps $(bl_fmt_int "$(g tps)"), failed $(g failed)${said:+; pgbench said: \`${said//\`/\'}\`}."
+      echo
+    fi
+    echo "Commands, as run, of the rows above (the per-transaction log under the run's temp folder):"
+    echo
+    echo '```sh'
+    while IFS=$'\t' read -r script t c cmd; do
+      [ "$script" = script ] && continue
+      echo "# $c clients, $(label "${t%-prep}"), $(script_args "$script")$([ "$script-$t" = select-prepared-pgbouncer-prep ] && echo " (attempt)")"
+      echo "${cmd//$PASSWORD/\$PASSWORD}"
+    done <"$prepared_cmds"
+    echo '```'
+    echo
+    echo "Reproduce this part alone: \`${pooler_cmd_given:+POOLER_CMD=\"$pooler_cmd_given\" }PARTS=prepared PREPARED_CLIENTS=\"$PREPARED_CLIENTS\" DURATION=$DURATION WARMUP=$WARMUP POOL_SIZE=$POOL_SIZE MAX_CLIENT_CONN=$MAX_CLIENT_CONN PREPARED_MAX_STATEMENTS=$PREPARED_MAX_STATEMENTS PREPARED_PGBOUNCER_ATTEMPT=$PREPARED_PGBOUNCER_ATTEMPT AUTH=$AUTH bench/run.sh\`."
+    echo
+  fi
+
   echo "## Commands run"
   echo
   echo "Temp-folder paths are this run's; raw outputs are in \`bench/results/raw/$stamp/\` (not committed)."
@@ -1191,7 +1479,7 @@ mib() { [[ "${1:-}" =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 
   echo "<details><summary>$(wc -l <"$commands") commands</summary>"
   echo
   echo '```sh'
-  echo "# environment: PARTS=\"$PARTS\" TARGETS=\"$TARGETS\" SCRIPTS=\"$SCRIPTS\" CLIENTS=\"$CLIENTS\" DURATION=$DURATION THREADS=$THREADS SCALE=$SCALE POOL_SIZE=$POOL_SIZE SEED_POOL_SIZE=$SEED_POOL_SIZE SEED_RUNS=$SEED_RUNS SEED_CONNECTIONS=$SEED_CONNECTIONS SEED_WORKERS=$SEED_WORKERS SEED_ITERATIONS=$SEED_ITERATIONS SEED_FLIGHTS=$SEED_FLIGHTS IDLE_CONNECTIONS=$IDLE_CONNECTIONS MAX_CLIENT_CONN=$MAX_CLIENT_CONN TLS_CLIENTS=\"$TLS_CLIENTS\" TLS_HANDSHAKE_CLIENTS=$TLS_HANDSHAKE_CLIENTS TLS_HANDSHAKE_DURATION=$TLS_HANDSHAKE_DURATION TLS_CONNECT_ALLOWANCE=$TLS_CONNECT_ALLOWANCE TLS_SERVER_SSLMODE=$TLS_SERVER_SSLMODE TLS_KEY=$TLS_KEY AUTH=$AUTH"
+  echo "# environment: PARTS=\"$PARTS\" TARGETS=\"$TARGETS\" SCRIPTS=\"$SCRIPTS\" CLIENTS=\"$CLIENTS\" DURATION=$DURATION THREADS=$THREADS SCALE=$SCALE POOL_SIZE=$POOL_SIZE SEED_POOL_SIZE=$SEED_POOL_SIZE SEED_RUNS=$SEED_RUNS SEED_CONNECTIONS=$SEED_CONNECTIONS SEED_WORKERS=$SEED_WORKERS SEED_ITERATIONS=$SEED_ITERATIONS SEED_FLIGHTS=$SEED_FLIGHTS IDLE_CONNECTIONS=$IDLE_CONNECTIONS MAX_CLIENT_CONN=$MAX_CLIENT_CONN TLS_CLIENTS=\"$TLS_CLIENTS\" TLS_HANDSHAKE_CLIENTS=$TLS_HANDSHAKE_CLIENTS TLS_HANDSHAKE_DURATION=$TLS_HANDSHAKE_DURATION TLS_CONNECT_ALLOWANCE=$TLS_CONNECT_ALLOWANCE TLS_SERVER_SSLMODE=$TLS_SERVER_SSLMODE TLS_KEY=$TLS_KEY PREPARED_CLIENTS=\"$PREPARED_CLIENTS\" PREPARED_MAX_STATEMENTS=$PREPARED_MAX_STATEMENTS PREPARED_PGBOUNCER_ATTEMPT=$PREPARED_PGBOUNCER_ATTEMPT AUTH=$AUTH"
   sed "s/$PASSWORD/\$PASSWORD/g" "$commands"
   echo '```'
   echo

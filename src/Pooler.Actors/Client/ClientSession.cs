@@ -8,6 +8,7 @@ using Pooler.Actors.Auth;
 using Pooler.Actors.Config;
 using Pooler.Actors.Pooling;
 using Pooler.Actors.Protocol;
+using Pooler.Actors.Protocol.Prepared;
 using Pooler.Actors.Server;
 
 namespace Pooler.Actors.Client;
@@ -64,6 +65,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
     private bool _keyRegistered;
 
     private Link? _link;
+    private StatementRelay? _relay; // named statements renamed for each server (transaction and statement pooling)
     private bool _inUnit;
     private bool _holding;
     private int _swallow; // bytes of a padded COPY message still to drop from the client's stream
@@ -426,6 +428,8 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
             _pool = Sender;
             _exchange = w.Exchange;
             Timers.Cancel("login");
+            // a session keeps its server, and its statements with it; otherwise they follow the client from server to server
+            if (S.MaxPreparedStatements > 0 && S.ModeFor(_db!) != PoolMode.Session) _relay = new StatementRelay(S.MaxPacketSize, _exchange.Counters);
             var writer = new PgWriter(512);
             foreach (var (k, v) in w.ServerParams) _params.Set(k, v);
             foreach (var (k, v) in _startupParams) _params.Set(k, v);
@@ -486,6 +490,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
             // as the tail of a finished COPY once the link is released
             var rest = _scan.RemainingBody;
             if (rest > 0) _link.ServerConn.Tell(Tcp.Write.Create(ByteString.FromBytes(new byte[rest])));
+            _relay?.EndMessage();
             _swallow = rest;
             DropHold(_link);
         });
@@ -660,6 +665,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
         if (units == 0)
         {
             // no message here starts a new unit: it is the tail of a COPY the server already ended
+            _relay?.Skip(data);
             RequestRead();
             return;
         }
@@ -669,7 +675,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
             && (string.IsNullOrWhiteSpace(S.ServerCheckQuery) || DateTime.UtcNow - h.IdleSince < S.ServerCheckDelay))
         {
             // fast path: link to a parked server directly; it learns of the link before our bytes reach it
-            link = new Link(Link.NextId(), Self, _conn, h.Server, h.Conn, _params) { UnitStart = Stopwatch.GetTimestamp() };
+            link = new Link(Link.NextId(), Self, _conn, h.Server, h.Conn, _params, _relay, h.Statements) { UnitStart = Stopwatch.GetTimestamp() };
             h.Server.Tell(new ServerSession.Attach(link));
             _link = link;
             _flow.NewTarget();
@@ -677,7 +683,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
             Write(link, data);
             return;
         }
-        _waiter = new Waiter(Self, _conn, _params);
+        _waiter = new Waiter(Self, _conn, _params, _relay);
         _waiter.TryHold(data, units, out var heldBytes); // before queueing: the server that takes it writes them
         var wakePool = false;
         h ??= _exchange.TakeOrQueue(_waiter, out wakePool);
@@ -703,7 +709,15 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
         if (!_waiter.NotifyWhenLinked()) AdoptLink(); // linked meanwhile: no message will come
     }
 
-    private void Write(Link link, ByteString data) => _flow.Write(link.ServerConn, data, link.ServerAck);
+    private void Write(Link link, ByteString data)
+    {
+        if (link is { Relay: { } relay, Statements: { } statements })
+        {
+            lock (statements.Gate) data = relay.Relay(data, statements);
+            if (data.Count == 0) { RequestRead(); return; } // all of it is inside a message still being read
+        }
+        _flow.Write(link.ServerConn, data, link.ServerAck);
+    }
 
     /// <summary>Leaving while queued: out of the queue, or tell the server that already took us.</summary>
     private void LeaveQueue()

@@ -103,6 +103,11 @@ public sealed record PoolerSettings(
     /// <summary>May run the console's SHOW commands (PgBouncer's stats_users).</summary>
     public IReadOnlyList<string> StatsUsers { get; init; } = [];
     public TimeSpan StatsPeriod { get; init; } = TimeSpan.FromSeconds(60);
+    /// <summary>
+    /// Named prepared statements each server keeps in transaction and statement pooling (PgBouncer's
+    /// max_prepared_statements); 0 relays statement names unchanged, as before.
+    /// </summary>
+    public int MaxPreparedStatements { get; init; } = 200;
     public PbmSettings Pbm { get; init; } = PbmSettings.Default;
     public HttpSettings Http { get; init; } = HttpSettings.Default;
     /// <summary><c>client-tls-*</c>: TLS between clients and the pooler.</summary>

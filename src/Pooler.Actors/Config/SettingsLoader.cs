@@ -119,6 +119,7 @@ public static partial class SettingsLoader
             AdminUsers = ReadStringList(pooler, p, "admin-users"),
             StatsUsers = ReadStringList(pooler, p, "stats-users"),
             StatsPeriod = RequirePositiveDuration(pooler, p, "stats-period"),
+            MaxPreparedStatements = RequireInt(pooler, p, "max-prepared-statements", minimum: 0),
             Pbm = ReadPbm(RequireObject(pooler, p, "pbm"), referencePooler.Items["pbm"].GetObject().Items.Keys),
             Http = ReadHttp(RequireObject(pooler, p, "http"), referencePooler.Items["http"].GetObject().Items.Keys),
             ClientTls = ReadTls(pooler, "client", baseDirectory),

@@ -43,33 +43,40 @@ public static class ConsoleTables
             g.Max(p => p.PeriodSeconds)));
 
     /// <summary>PgBouncer's averages: per second for counts and bytes, per transaction/query for times, wait per transaction.</summary>
-    private static (long Xacts, long Queries, long Recv, long Sent, long XactTime, long QueryTime, long WaitTime) Averages(PoolTotals d, double seconds)
+    private static (long Xacts, long Queries, long Recv, long Sent, long XactTime, long QueryTime, long WaitTime, long ClientParses, long ServerParses, long Binds)
+        Averages(PoolTotals d, double seconds)
     {
         long PerSecond(long v) => seconds > 0 ? (long)Math.Round(v / seconds) : 0;
         static long Per(long v, long n) => n > 0 ? v / n : 0;
-        return (PerSecond(d.Xacts), PerSecond(d.Queries), PerSecond(d.Received), PerSecond(d.Sent), Per(d.XactUs, d.Xacts), Per(d.QueryUs, d.Queries), Per(d.WaitUs, d.Xacts));
+        return (PerSecond(d.Xacts), PerSecond(d.Queries), PerSecond(d.Received), PerSecond(d.Sent), Per(d.XactUs, d.Xacts), Per(d.QueryUs, d.Queries), Per(d.WaitUs, d.Xacts),
+            PerSecond(d.ClientParses), PerSecond(d.ServerParses), PerSecond(d.Binds));
     }
 
     public static ResultSet Stats(NodeReport node)
     {
         var rs = new ResultSet(("database", T), ("total_xact_count", N), ("total_query_count", N), ("total_received", N), ("total_sent", N),
-            ("total_xact_time", N), ("total_query_time", N), ("total_wait_time", N), ("avg_xact_count", N), ("avg_query_count", N), ("avg_recv", N),
-            ("avg_sent", N), ("avg_xact_time", N), ("avg_query_time", N), ("avg_wait_time", N));
+            ("total_xact_time", N), ("total_query_time", N), ("total_wait_time", N),
+            ("total_client_parse_count", N), ("total_server_parse_count", N), ("total_bind_count", N),
+            ("avg_xact_count", N), ("avg_query_count", N), ("avg_recv", N),
+            ("avg_sent", N), ("avg_xact_time", N), ("avg_query_time", N), ("avg_wait_time", N),
+            ("avg_client_parse_count", N), ("avg_server_parse_count", N), ("avg_bind_count", N));
         foreach (var (db, t, d, s) in ByDatabase(node))
         {
             var a = Averages(d, s);
-            rs.Add(db, t.Xacts, t.Queries, t.Received, t.Sent, t.XactUs, t.QueryUs, t.WaitUs, a.Xacts, a.Queries, a.Recv, a.Sent, a.XactTime, a.QueryTime, a.WaitTime);
+            rs.Add(db, t.Xacts, t.Queries, t.Received, t.Sent, t.XactUs, t.QueryUs, t.WaitUs, t.ClientParses, t.ServerParses, t.Binds,
+                a.Xacts, a.Queries, a.Recv, a.Sent, a.XactTime, a.QueryTime, a.WaitTime, a.ClientParses, a.ServerParses, a.Binds);
         }
         return rs;
     }
 
     private static readonly (string, PgType)[] TotalsColumns =
-        [("database", T), ("xact_count", N), ("query_count", N), ("bytes_received", N), ("bytes_sent", N), ("xact_time", N), ("query_time", N), ("wait_time", N)];
+        [("database", T), ("xact_count", N), ("query_count", N), ("bytes_received", N), ("bytes_sent", N), ("xact_time", N), ("query_time", N), ("wait_time", N),
+         ("client_parse_count", N), ("server_parse_count", N), ("bind_count", N)];
 
     public static ResultSet StatsTotals(NodeReport node)
     {
         var rs = new ResultSet(TotalsColumns);
-        foreach (var (db, t, _, _) in ByDatabase(node)) rs.Add(db, t.Xacts, t.Queries, t.Received, t.Sent, t.XactUs, t.QueryUs, t.WaitUs);
+        foreach (var (db, t, _, _) in ByDatabase(node)) rs.Add(db, t.Xacts, t.Queries, t.Received, t.Sent, t.XactUs, t.QueryUs, t.WaitUs, t.ClientParses, t.ServerParses, t.Binds);
         return rs;
     }
 
@@ -79,7 +86,7 @@ public static class ConsoleTables
         foreach (var (db, _, d, s) in ByDatabase(node))
         {
             var a = Averages(d, s);
-            rs.Add(db, a.Xacts, a.Queries, a.Recv, a.Sent, a.XactTime, a.QueryTime, a.WaitTime);
+            rs.Add(db, a.Xacts, a.Queries, a.Recv, a.Sent, a.XactTime, a.QueryTime, a.WaitTime, a.ClientParses, a.ServerParses, a.Binds);
         }
         return rs;
     }
@@ -94,8 +101,10 @@ public static class ConsoleTables
                  {
                      ("total_xact_count", t.Xacts), ("total_query_count", t.Queries), ("total_client_bytes", t.Received), ("total_server_bytes", t.Sent),
                      ("total_xact_time", t.XactUs), ("total_query_time", t.QueryUs), ("total_wait_time", t.WaitUs),
+                     ("total_client_parse_count", t.ClientParses), ("total_server_parse_count", t.ServerParses), ("total_bind_count", t.Binds),
                      ("avg_xact_count", a.Xacts), ("avg_query_count", a.Queries), ("avg_client_bytes", a.Recv), ("avg_server_bytes", a.Sent),
                      ("avg_xact_time", a.XactTime), ("avg_query_time", a.QueryTime), ("avg_wait_time", a.WaitTime),
+                     ("avg_client_parse_count", a.ClientParses), ("avg_server_parse_count", a.ServerParses), ("avg_bind_count", a.Binds),
                  })
             rs.Add(k, v);
         return rs;

@@ -28,6 +28,9 @@ public static class PoolerMetrics
     private static readonly Counter Sent = Metrics.CreateCounter("pooler_sent_bytes_total", "Bytes sent to clients.", new CounterConfiguration { LabelNames = Pool });
     private static readonly Counter XactTime = Metrics.CreateCounter("pooler_transaction_seconds_total", "Time spent in transactions.", new CounterConfiguration { LabelNames = Pool });
     private static readonly Counter QueryTime = Metrics.CreateCounter("pooler_query_seconds_total", "Time spent in queries.", new CounterConfiguration { LabelNames = Pool });
+    private static readonly Counter ClientParses = Metrics.CreateCounter("pooler_client_parses_total", "Named Parse messages from clients (prepared statements).", new CounterConfiguration { LabelNames = Pool });
+    private static readonly Counter ServerParses = Metrics.CreateCounter("pooler_server_parses_total", "Parse messages sent to servers to prepare named statements there.", new CounterConfiguration { LabelNames = Pool });
+    private static readonly Counter Binds = Metrics.CreateCounter("pooler_binds_total", "Bind messages of named prepared statements.", new CounterConfiguration { LabelNames = Pool });
     private static readonly Counter Errors = Metrics.CreateCounter("pooler_errors_total", "Errors the pooler itself sent to clients, by SQLSTATE.", new CounterConfiguration { LabelNames = ["sqlstate"] });
     private static readonly Gauge ClientsTotal = Metrics.CreateGauge("pooler_client_connections", "Client connections open on this node (any state).");
     private static readonly Gauge ServersTotal = Metrics.CreateGauge("pooler_server_connections", "Server connections open on this node.");
@@ -65,6 +68,9 @@ public static class PoolerMetrics
             var t = p.Info.Totals;
             Xacts.WithLabels(l).IncTo(t.Xacts);
             Queries.WithLabels(l).IncTo(t.Queries);
+            ClientParses.WithLabels(l).IncTo(t.ClientParses);
+            ServerParses.WithLabels(l).IncTo(t.ServerParses);
+            Binds.WithLabels(l).IncTo(t.Binds);
             Received.WithLabels(l).IncTo(t.Received);
             Sent.WithLabels(l).IncTo(t.Sent);
             XactTime.WithLabels(l).IncTo(t.XactUs / 1e6);

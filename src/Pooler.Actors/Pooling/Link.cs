@@ -1,5 +1,6 @@
 using Akka.Actor;
 using Akka.IO;
+using Pooler.Actors.Protocol.Prepared;
 
 namespace Pooler.Actors.Pooling;
 
@@ -12,7 +13,8 @@ namespace Pooler.Actors.Pooling;
 /// answered and the status is idle. The counter becomes negative once released, so a client that
 /// races a release learns it before writing and asks for a new server instead.
 /// </summary>
-public sealed class Link(long id, IActorRef client, IActorRef clientConn, IActorRef server, IActorRef serverConn, ClientParams clientParams)
+public sealed class Link(long id, IActorRef client, IActorRef clientConn, IActorRef server, IActorRef serverConn, ClientParams clientParams,
+    StatementRelay? relay = null, ServerStatements? statements = null)
 {
     private const int Released = int.MinValue / 2;
     private static long _seq;
@@ -28,6 +30,11 @@ public sealed class Link(long id, IActorRef client, IActorRef clientConn, IActor
 
     /// <summary>The client's tracked settings; the server updates it from ParameterStatus while linked.</summary>
     public ClientParams Params { get; } = clientParams;
+
+    /// <summary>The client's statement renaming (transaction and statement pooling), or null: bytes pass unchanged.</summary>
+    public StatementRelay? Relay { get; } = relay;
+    /// <summary>The server's prepared statements and the answers it owes; set with <see cref="Relay"/>.</summary>
+    public ServerStatements? Statements { get; } = relay != null ? statements : null;
 
     /// <summary>Acks for writes to the client socket on this link (acks of an older link are ignored).</summary>
     public readonly Tcp.Event ClientAck = new WriteAck();

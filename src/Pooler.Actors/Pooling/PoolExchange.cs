@@ -1,11 +1,12 @@
 using System.Collections.Frozen;
 using Akka.Actor;
 using Akka.IO;
+using Pooler.Actors.Protocol.Prepared;
 
 namespace Pooler.Actors.Pooling;
 
 /// <summary>An idle server as a client sees it when it takes one without asking the pool.</summary>
-public sealed class ServerHandle(IActorRef server, IActorRef conn, DateTime openedAt, int generation)
+public sealed class ServerHandle(IActorRef server, IActorRef conn, DateTime openedAt, int generation, ServerStatements? statements = null)
 {
     private const int Idle = 0, Taken = 1, Dead = 2;
     private int _state = Taken;
@@ -14,6 +15,8 @@ public sealed class ServerHandle(IActorRef server, IActorRef conn, DateTime open
     public IActorRef Conn { get; } = conn;
     public DateTime OpenedAt { get; } = openedAt;
     public int Generation { get; } = generation;
+    /// <summary>The server's prepared statements, for a client that links itself to it.</summary>
+    public ServerStatements Statements { get; } = statements ?? new ServerStatements(1);
 
     /// <summary>The server's session settings when it went idle (replaced whole, never mutated).</summary>
     public FrozenDictionary<string, string> Params { get; set; } = FrozenDictionary<string, string>.Empty;
@@ -46,7 +49,7 @@ public sealed class ServerHandle(IActorRef server, IActorRef conn, DateTime open
 /// transaction); it learns of <see cref="Link"/> at its next message, or through a Linked message if
 /// it asked for one (its reading is paused, or a test probe waits).
 /// </summary>
-public sealed class Waiter(IActorRef client, IActorRef clientConn, ClientParams clientParams)
+public sealed class Waiter(IActorRef client, IActorRef clientConn, ClientParams clientParams, StatementRelay? relay = null)
 {
     private readonly object _gate = new();
     private ByteString? _held;
@@ -57,6 +60,8 @@ public sealed class Waiter(IActorRef client, IActorRef clientConn, ClientParams 
     public IActorRef Client { get; } = client;
     public IActorRef ClientConn { get; } = clientConn;
     public ClientParams Params { get; } = clientParams;
+    /// <summary>The client's statement renaming: the server that links rewrites the held bytes for itself with it.</summary>
+    public StatementRelay? Relay { get; } = relay;
     public DateTime Since { get; set; } = DateTime.UtcNow;
     public IActorRef? TakenBy { get; internal set; }
 
@@ -100,7 +105,10 @@ public sealed class Waiter(IActorRef client, IActorRef clientConn, ClientParams 
             if (_held != null)
             {
                 link.TryAddUnits(_heldUnits);
-                serverConn.Tell(Tcp.Write.Create(_held), server);
+                var bytes = _held;
+                if (link is { Relay: { } relay, Statements: { } statements })
+                    lock (statements.Gate) bytes = relay.Relay(bytes, statements);
+                if (bytes.Count > 0) serverConn.Tell(Tcp.Write.Create(bytes), server);
                 _held = null;
             }
             Volatile.Write(ref _link, link);

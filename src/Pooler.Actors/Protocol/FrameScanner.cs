@@ -21,9 +21,10 @@ public enum ScanEvent
 /// </summary>
 public sealed class FrameScanner
 {
-    private readonly bool[] _capture;
+    private readonly int[] _captureLimit; // per type: largest body captured whole (-1: never)
+    private readonly bool[] _prefix;      // per type: a larger body is captured up to the limit, the rest skipped
     private readonly int _maxLength;
-    private readonly int _maxCapture;
+    private int _afterPrefix;             // body bytes still to skip once a prefix capture completes
     private readonly byte[] _hdr = new byte[5];
     private int _hdrLen;
     private int _remaining;
@@ -33,11 +34,35 @@ public sealed class FrameScanner
 
     public FrameScanner(ReadOnlySpan<byte> captureTypes, int maxLength, int maxCapture = 1 << 20)
     {
-        _capture = new bool[256];
-        foreach (var t in captureTypes) _capture[t] = true;
+        _captureLimit = new int[256];
+        Array.Fill(_captureLimit, -1);
+        _prefix = new bool[256];
+        foreach (var t in captureTypes) _captureLimit[t] = maxCapture;
         _maxLength = maxLength;
-        _maxCapture = maxCapture;
     }
+
+    /// <summary>
+    /// Captures bodies of <paramref name="type"/> up to <paramref name="maxBody"/> bytes; with <paramref name="prefix"/>, a
+    /// larger body's first <paramref name="maxBody"/> bytes are captured (<see cref="BodyIsPrefix"/>) and the rest skipped.
+    /// </summary>
+    public FrameScanner Capture(byte type, int maxBody, bool prefix = false)
+    {
+        _captureLimit[type] = maxBody;
+        _prefix[type] = prefix;
+        return this;
+    }
+
+    /// <summary>After a <see cref="ScanEvent.Body"/> event: only the body's first part was captured; the rest follows uncaptured.</summary>
+    public bool BodyIsPrefix { get; private set; }
+
+    /// <summary>A captured body is being collected (its header was seen, its Body event not yet).</summary>
+    public bool Capturing => _capturing;
+
+    /// <summary>Bytes of a header seen at the end of the last chunk, without the rest of the header.</summary>
+    public int PartialHeaderLength => _hdrLen;
+
+    /// <summary>Forgets a partial header: the caller keeps those bytes and passes them again in front of the next chunk.</summary>
+    public void DropPartialHeader() => _hdrLen = 0;
 
     /// <summary>Type of the current message.</summary>
     public byte Type { get; private set; }
@@ -70,6 +95,8 @@ public sealed class FrameScanner
                 _remaining -= n;
                 if (_remaining > 0) return ScanEvent.End;
                 _capturing = false;
+                _remaining = _afterPrefix;
+                _afterPrefix = 0;
                 return ScanEvent.Body;
             }
             if (_remaining > 0)
@@ -105,10 +132,17 @@ public sealed class FrameScanner
             if (len < 4 || len > _maxLength) return ScanEvent.Invalid;
             Length = len;
             _remaining = len - 4;
-            if (_capture[Type] && _remaining <= _maxCapture)
+            var limit = _captureLimit[Type];
+            if (limit >= 0 && (_remaining <= limit || _prefix[Type]))
             {
                 _capturing = true;
                 _capLen = 0;
+                BodyIsPrefix = _remaining > limit;
+                if (BodyIsPrefix)
+                {
+                    _afterPrefix = _remaining - limit;
+                    _remaining = limit;
+                }
                 if (_cap.Length < _remaining) _cap = new byte[Math.Max(_remaining, _cap.Length * 2)];
             }
             return ScanEvent.Header;
@@ -122,5 +156,6 @@ public sealed class FrameScanner
         _remaining = 0;
         _capturing = false;
         _capLen = 0;
+        _afterPrefix = 0;
     }
 }

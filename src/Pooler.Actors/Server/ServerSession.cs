@@ -9,6 +9,7 @@ using Pooler.Actors.Auth;
 using Pooler.Actors.Config;
 using Pooler.Actors.Pooling;
 using Pooler.Actors.Protocol;
+using Pooler.Actors.Protocol.Prepared;
 
 namespace Pooler.Actors.Server;
 
@@ -80,6 +81,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
     private bool _plainFirst; // sslmode allow: this attempt is plaintext; a refused login retries with TLS
     private Tls.TlsInfo? _tls;
     private IActorRef? _abandoned; // allow: the refused plaintext connection, whose close must not end the TLS retry
+    private readonly ServerStatements _statements; // named statements prepared here for renaming clients
+    private byte[]? _carry; // renaming: a header cut by the end of the last chunk, relayed with the next
 
     public ITimerScheduler Timers { get; set; } = null!;
 
@@ -91,7 +94,11 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
         _spec = spec;
         var max = rt.Settings.MaxPacketSize;
         _buf = new MessageBuffer(max);
-        _scan = new FrameScanner([MsgType.ReadyForQuery, MsgType.ParameterStatus], max, 64 * 1024);
+        _scan = new FrameScanner([MsgType.ReadyForQuery, MsgType.ParameterStatus], max, 64 * 1024)
+            // answers a renaming client's plan matches (bodiless, so capturing them costs nothing), and errors for their SQLSTATE
+            .Capture(MsgType.ParseComplete, 0).Capture(MsgType.BindComplete, 0).Capture(MsgType.CloseComplete, 0)
+            .Capture(MsgType.ErrorResponse, 64 * 1024);
+        _statements = new ServerStatements(Math.Max(1, rt.Settings.MaxPreparedStatements));
         _id = Self.Path.Name;
         Connecting();
     }
@@ -267,7 +274,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
             case MsgType.ReadyForQuery:
                 Timers.Cancel("login");
                 _log.Info("{0}: logged in to {1}:{2} as {3}", Who, _spec.Db.Host, _spec.Db.Port, _spec.Creds.User);
-                _handle = new ServerHandle(Self, _conn, DateTime.UtcNow, _exchange.Generation);
+                _handle = new ServerHandle(Self, _conn, DateTime.UtcNow, _exchange.Generation, _statements);
                 _pool.Tell(new Pool.ServerReady(_handle, _paramList.ToArray()));
                 GoIdle();
                 return false;
@@ -457,7 +464,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
     {
         _pendingAssign = null;
         var w = a.Waiter;
-        var link = new Link(Link.NextId(), w.Client, w.ClientConn, Self, _conn, w.Params) { UnitStart = Stopwatch.GetTimestamp() };
+        var link = new Link(Link.NextId(), w.Client, w.ClientConn, Self, _conn, w.Params, w.Relay, _statements) { UnitStart = Stopwatch.GetTimestamp() };
         _exchange.Counters.Waited(DateTime.UtcNow - w.Since);
         StartRelay(link);
         // the client's waiting query goes out from here; the client hears of the link only if it asked
@@ -473,6 +480,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
         _busySince = _idleTxSince = null;
         _xactStart = 0;
         _scan.Reset();
+        _carry = null;
         EnterReady();
         if (S.QueryTimeout > TimeSpan.Zero || S.IdleTransactionTimeout > TimeSpan.Zero)
             Timers.StartPeriodicTimer("watch", new WatchTick(), TimeSpan.FromMilliseconds(100));
@@ -634,10 +642,18 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
     {
         var link = _link!;
         _exchange.Counters.AddSent(data.Count);
+        var renaming = link.Statements;
+        if (renaming != null)
+        {
+            // the answers to what the pooler added are taken out, a stand-in's answer retyped
+            bool failed;
+            lock (renaming.Gate) data = FilterAnswers(link, renaming, data, out failed);
+            if (data.Count == 0 && !failed) return;
+        }
         var span = data.ToReadOnlySpan();
         var pos = 0;
         var sawReady = false;
-        while (true)
+        while (renaming == null)
         {
             var ev = _scan.Next(span, ref pos);
             if (ev == ScanEvent.End) break;
@@ -646,19 +662,12 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
                 Fail(link, SqlState.ProtocolViolation, "invalid message length from server");
                 return;
             }
-            if (ev != ScanEvent.Body) continue;
-            if (_scan.Type == MsgType.ReadyForQuery)
-            {
-                link.UnitDone();
-                _txStatus = _scan.Body[0];
-                sawReady = true;
-                CountUnit(link);
-            }
-            else if (Payload.TryParameterStatus(_scan.Body, out var n, out var v))
-            {
-                SetParam(n, v);
-                link.Params.Set(n, v);
-            }
+            if (ev == ScanEvent.Body) sawReady |= OnAnswer(link, _scan.Type, _scan.Body);
+        }
+        if (renaming != null)
+        {
+            if (_link == null) return; // FilterAnswers failed the link
+            sawReady = _sawReady;
         }
 
         if (sawReady)
@@ -687,6 +696,88 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
         WriteToClient(link, data);
     }
 
+    /// <summary>The relay's reading of a server message it captured; true for ReadyForQuery.</summary>
+    private bool OnAnswer(Link link, byte type, ReadOnlySpan<byte> body)
+    {
+        if (type == MsgType.ReadyForQuery)
+        {
+            link.UnitDone();
+            _txStatus = body[0];
+            CountUnit(link);
+            return true;
+        }
+        if (type == MsgType.ParameterStatus && Payload.TryParameterStatus(body, out var n, out var v))
+        {
+            SetParam(n, v);
+            link.Params.Set(n, v);
+        }
+        return false;
+    }
+
+    private bool _sawReady; // FilterAnswers saw a ReadyForQuery in the chunk
+
+    /// <summary>
+    /// A renaming client's link: frames the chunk as the plain relay does, and drops or retypes the answers the client
+    /// must not see as sent (see <see cref="ResponsePlan"/>). A header cut by the chunk's end is kept for the next chunk,
+    /// so an answer is always edited whole. Returns the bytes for the client; <paramref name="failed"/> when the link failed.
+    /// </summary>
+    private ByteString FilterAnswers(Link link, ServerStatements st, ByteString data, out bool failed)
+    {
+        failed = false;
+        _sawReady = false;
+        ReadOnlySpan<byte> span;
+        if (_carry != null)
+        {
+            var joined = new byte[_carry.Length + data.Count];
+            _carry.CopyTo(joined, 0);
+            data.CopyTo(joined, _carry.Length, data.Count);
+            _carry = null;
+            data = ByteString.FromBytes(joined);
+        }
+        span = data.ToReadOnlySpan();
+        var pos = 0;
+        List<(int At, ResponseAction Action)>? edits = null;
+        while (true)
+        {
+            var ev = _scan.Next(span, ref pos);
+            if (ev == ScanEvent.End) break;
+            if (ev == ScanEvent.Invalid)
+            {
+                failed = true;
+                Fail(link, SqlState.ProtocolViolation, "invalid message length from server");
+                return ByteString.Empty;
+            }
+            if (ev != ScanEvent.Body) continue;
+            var type = _scan.Type;
+            if (type is MsgType.ParseComplete or MsgType.BindComplete or MsgType.CloseComplete or MsgType.ErrorResponse or MsgType.ReadyForQuery)
+            {
+                var action = st.Plan.OnServerMessage(type, _scan.Body, st.Effects);
+                if (action != ResponseAction.Pass) (edits ??= []).Add((_scan.StartInChunk, action));
+            }
+            _sawReady |= OnAnswer(link, type, _scan.Body);
+        }
+        if (st.Effects.Any) st.Apply(st.Effects, link.Relay?.Statements);
+        var end = span.Length;
+        if (_scan.PartialHeaderLength > 0)
+        {
+            end -= _scan.PartialHeaderLength;
+            _carry = span[end..].ToArray();
+            _scan.DropPartialHeader();
+        }
+        if (edits == null) return end == span.Length ? data : data.Slice(0, end);
+        var w = new PgWriter(end);
+        var from = 0;
+        foreach (var (at, action) in edits)
+        {
+            w.Bytes(span[from..at]);
+            // bodiless answers: 5 bytes each
+            if (action == ResponseAction.AsParseComplete) w.Byte(MsgType.ParseComplete).Bytes(span.Slice(at + 1, 4));
+            from = at + 5;
+        }
+        w.Bytes(span[from..end]);
+        return w.Length == 0 ? ByteString.Empty : ByteString.FromBytes(w.ToArray());
+    }
+
     /// <summary>SHOW STATS: one query answered; a transaction ended when the status is back to idle.</summary>
     private void CountUnit(Link link)
     {
@@ -702,23 +793,54 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
         link.UnitStart = now; // a pipelined next unit was sent no later than this
     }
 
-    private void WriteToClient(Link link, ByteString data) => _flow.Write(link.ClientConn, data, link.ClientAck);
+    private void WriteToClient(Link link, ByteString data)
+    {
+        if (data.Count > 0) _flow.Write(link.ClientConn, data, link.ClientAck);
+    }
 
     private void AfterRelease(bool runReset)
     {
         Timers.Cancel("watch");
         _link = null;
+        if (_statements.Unknown)
+        {
+            // a client's DISCARD ALL or DEALLOCATE ALL failed after the cache was emptied: start the server over clean
+            RunInternal("DEALLOCATE ALL", error =>
+            {
+                if (error != null) { _log.Warning("{0}: DEALLOCATE ALL failed ({1}); closing it", Who, error); Context.Stop(Self); return; }
+                lock (_statements.Gate) _statements.Clear();
+                ResetThenIdle(runReset);
+            });
+            return;
+        }
+        ResetThenIdle(runReset);
+    }
+
+    private void ResetThenIdle(bool runReset)
+    {
         var reset = S.ServerResetQuery;
         if (runReset && !string.IsNullOrWhiteSpace(reset))
         {
             RunInternal(reset, error =>
             {
                 if (error != null) { _log.Warning("{0}: server-reset-query failed ({1}); closing it", Who, error); Context.Stop(Self); return; }
+                if (ResetDropsStatements(reset)) lock (_statements.Gate) _statements.Clear();
                 GoIdle();
             });
             return;
         }
         GoIdle();
+    }
+
+    /// <summary>server-reset-query (DISCARD ALL by default) dropped the statements prepared here.</summary>
+    private static bool ResetDropsStatements(string reset)
+    {
+        var words = reset.Split([' ', '\t', '\n', '\r', ';'], StringSplitOptions.RemoveEmptyEntries);
+        for (var i = 0; i + 1 < words.Length; i++)
+            if (words[i + 1].Equals("ALL", StringComparison.OrdinalIgnoreCase)
+                && (words[i].Equals("DISCARD", StringComparison.OrdinalIgnoreCase) || words[i].Equals("DEALLOCATE", StringComparison.OrdinalIgnoreCase)))
+                return true;
+        return false;
     }
 
     /// <summary>Parks on the idle list unless clients wait or the server is due to close: then the pool decides.</summary>

@@ -254,7 +254,7 @@ public sealed class SettingsLoaderTests : IDisposable
             "client-tls-ca-file", "client-tls-cert-file", "client-tls-key-file", "client-tls-protocols", "client-tls-sslmode",
             "databases", "default-pool-size",
             "http", "idle-transaction-timeout", "ignore-startup-parameters", "listen", "max-client-conn",
-            "max-db-connections", "max-packet-size", "max-user-connections", "min-pool-size", "pbm", "pool-mode",
+            "max-db-connections", "max-packet-size", "max-prepared-statements", "max-user-connections", "min-pool-size", "pbm", "pool-mode",
             "query-timeout", "query-wait-timeout", "reserve-pool-size", "reserve-pool-timeout",
             "server-check-delay", "server-check-query", "server-connect-timeout", "server-idle-timeout",
             "server-lifetime", "server-login-retry", "server-reset-query", "server-reset-query-always",

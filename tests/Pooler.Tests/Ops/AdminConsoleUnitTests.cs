@@ -86,13 +86,14 @@ public sealed class AdminConsoleUnitTests
     [Fact]
     public void Averages_are_per_second_for_counts_and_per_transaction_for_times()
     {
-        var info = new PoolInfo("app", "u", "transaction", 20, 0, 0, 0, "h", 5432, "app", false, 0, new PoolTotals(100, 300, 1000, 5000, 900, 800, 400));
-        var period = new PoolTotals(20, 60, 200, 1000, 180, 120, 40); // over 10 s
+        var info = new PoolInfo("app", "u", "transaction", 20, 0, 0, 0, "h", 5432, "app", false, 0, new PoolTotals(100, 300, 1000, 5000, 900, 800, 400, 7, 3, 250));
+        var period = new PoolTotals(20, 60, 200, 1000, 180, 120, 40, 5, 2, 50); // over 10 s
         var node = new NodeReport("n", "", ["pooler"], "v", DateTime.UtcNow, false, true, 0, 0,
             [new PoolReport(info, 1, 0, 0, 1, 0, 0, 0, period, 10, "n")], null, null, new Dictionary<string, long>());
         var row = ConsoleTables.Stats(node).Rows.Single();
-        // totals, then avg_xact_count 2/s, avg_query_count 6/s, recv 20/s, sent 100/s, xact_time 9 us, query_time 2 us, wait 2 us
-        Assert.Equal(new object?[] { "app", 100L, 300L, 1000L, 5000L, 900L, 800L, 400L, 2L, 6L, 20L, 100L, 9L, 2L, 2L }, row);
+        // totals (with client parses, server parses, binds), then avg_xact_count 2/s, avg_query_count 6/s, recv 20/s, sent 100/s,
+        // xact_time 9 us, query_time 2 us, wait 2 us, and parses and binds per second (0.5 rounds to even: 0)
+        Assert.Equal(new object?[] { "app", 100L, 300L, 1000L, 5000L, 900L, 800L, 400L, 7L, 3L, 250L, 2L, 6L, 20L, 100L, 9L, 2L, 2L, 0L, 0L, 5L }, row);
     }
 
     [Fact]

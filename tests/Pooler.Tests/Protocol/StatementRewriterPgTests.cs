@@ -18,11 +18,13 @@ public sealed class StatementRewriterPgTests(PostgresFixture pg)
     private sealed class Server(RawPgConnection conn, int capacity)
     {
         public RawPgConnection Conn { get; } = conn;
-        public StatementCache Cache { get; } = new(capacity);
-        public ResponsePlan Plan { get; } = new();
+        public ServerStatements Statements { get; } = new(capacity);
+        public StatementCache Cache => Statements.Cache;
+        public ResponsePlan Plan => Statements.Plan;
     }
 
-    private readonly ClientStatements _client = new();
+    private readonly StatementRelay _relay = new(int.MaxValue);
+    private ClientStatements _client => _relay.Statements;
 
     private static byte[] Z(string s) => [.. Encoding.UTF8.GetBytes(s), 0];
 
@@ -61,22 +63,21 @@ public sealed class StatementRewriterPgTests(PostgresFixture pg)
     /// <summary>Sends the client's messages to <paramref name="server"/> through the rewriter; returns what the client sees, up to ReadyForQuery.</summary>
     private async Task<List<RawPgMessage>> RunAsync(Server server, params byte[][] messages)
     {
-        var rewriter = new StatementRewriter(_client, server.Cache, server.Plan);
-        var output = new PgWriter();
-        foreach (var m in messages) rewriter.Rewrite(m, output);
+        // one chunk, as a client would send its pipeline
+        var output = _relay.Relay(Akka.IO.ByteString.FromBytes(messages.SelectMany(m => m).ToArray()), server.Statements);
         await server.Conn.WriteRawAsync(output.ToArray());
         var seen = new List<RawPgMessage>();
         var effects = new PlanEffects();
         foreach (var m in await server.Conn.ReadUntilReadyAsync())
         {
-            switch (server.Plan.OnServerMessage((byte)m.Type, effects))
+            switch (server.Plan.OnServerMessage((byte)m.Type, m.Body, effects))
             {
                 case ResponseAction.Pass: seen.Add(m); break;
                 case ResponseAction.AsParseComplete: seen.Add(m with { Type = '1' }); break;
                 case ResponseAction.Swallow: break;
             }
         }
-        rewriter.Apply(effects);
+        server.Statements.Apply(effects, _client);
         return seen;
     }
 

@@ -37,6 +37,12 @@ public sealed class ResponsePlan
         AddedClose,
         /// <summary>Sync or a simple Query: ends an error's skipping, answered by ReadyForQuery.</summary>
         Sync,
+        /// <summary>A simple Query that drops every statement (DISCARD ALL, DEALLOCATE ALL): if it fails, what the server
+        /// still has is unknown.</summary>
+        SyncDroppingAll,
+        /// <summary>A Bind (of a renamed statement when it has a server name): answered by BindComplete. An error
+        /// in its place for a renamed statement may mean the statement went stale on this server.</summary>
+        Bind,
     }
 
     private readonly Queue<(Sent Kind, string? ServerName, string? ClientName)> _queue = new();
@@ -52,10 +58,16 @@ public sealed class ResponsePlan
     /// statements whose Parse the server skipped or refused (no longer prepared there; the client's own names among them
     /// do not exist either, as in PostgreSQL), and those an added Close failed to evict (still prepared there).
     /// </summary>
-    public ResponseAction OnServerMessage(byte type, PlanEffects effects)
+    public ResponseAction OnServerMessage(byte type, PlanEffects effects) => OnServerMessage(type, default, effects);
+
+    /// <param name="body">The message's body: for an ErrorResponse, its fields (the SQLSTATE tells a stale statement).</param>
+    public ResponseAction OnServerMessage(byte type, ReadOnlySpan<byte> body, PlanEffects effects)
     {
         switch (type)
         {
+            case MsgType.BindComplete:
+                if (_queue.TryPeek(out var bind) && bind.Kind == Sent.Bind) _queue.Dequeue();
+                return ResponseAction.Pass;
             case MsgType.ParseComplete:
             {
                 var (kind, _) = Next(expectClose: false);
@@ -74,21 +86,38 @@ public sealed class ResponsePlan
             case MsgType.ErrorResponse when !_skipping:
                 // the server now skips to the next Sync: nothing before it is answered
                 _skipping = true;
-                while (_queue.TryPeek(out var head) && head.Kind != Sent.Sync)
+                // PostgreSQL checks a statement's result type at Bind: after DDL, the statement stays prepared but can
+                // never run again there ("cached plan must not change result type"), so it is closed and prepared anew
+                if (_queue.TryPeek(out var failed) && failed is { Kind: Sent.Bind, ServerName: { } stale }
+                    && ErrorCode(body) == SqlStateCachedPlanChanged)
+                    effects.Stale.Add(stale);
+                while (_queue.TryPeek(out var head) && head.Kind is not (Sent.Sync or Sent.SyncDroppingAll))
                 {
                     _queue.Dequeue();
                     if (head.Kind is Sent.ClientParse or Sent.AddedParse && head.ServerName != null) effects.NotPrepared.Add(head.ServerName);
                     else if (head.Kind == Sent.AddedClose && head.ServerName != null) effects.NotClosed.Add(head.ServerName);
                     if (head.Kind is Sent.ClientParse or Sent.ParseStandIn && head.ClientName != null) effects.ForgottenClientNames.Add(head.ClientName);
                 }
+                if (_queue.TryPeek(out var end) && end.Kind == Sent.SyncDroppingAll) effects.StatementsUnknown = true;
                 return ResponseAction.Pass;
             case MsgType.ReadyForQuery:
                 _skipping = false;
-                if (_queue.TryPeek(out var sync) && sync.Kind == Sent.Sync) _queue.Dequeue();
+                if (_queue.TryPeek(out var sync) && sync.Kind is Sent.Sync or Sent.SyncDroppingAll) _queue.Dequeue();
                 return ResponseAction.Pass;
             default:
                 return ResponseAction.Pass;
         }
+    }
+
+    /// <summary>0A000 is also "feature not supported"; only with this message is the statement stale.</summary>
+    private const string SqlStateCachedPlanChanged = "0A000";
+
+    private static string? ErrorCode(ReadOnlySpan<byte> body)
+    {
+        if (body.IsEmpty) return null;
+        var f = Payload.ErrorFields(body);
+        return f.GetValueOrDefault('C') == SqlStateCachedPlanChanged && f.GetValueOrDefault('M', "").Contains("cached plan must not change result type")
+            ? SqlStateCachedPlanChanged : null;
     }
 
     private (Sent Kind, string? Name) Next(bool expectClose)
@@ -116,13 +145,19 @@ public sealed class PlanEffects
     public List<string> NotPrepared { get; } = [];
     public List<string> NotClosed { get; } = [];
     public List<string> ForgottenClientNames { get; } = [];
+    /// <summary>Prepared on the server but unusable there (its result type changed): close it and prepare it again.</summary>
+    public List<string> Stale { get; } = [];
+    /// <summary>A DISCARD ALL or DEALLOCATE ALL failed: which statements the server still has is unknown.</summary>
+    public bool StatementsUnknown { get; set; }
 
-    public bool Any => NotPrepared.Count > 0 || NotClosed.Count > 0 || ForgottenClientNames.Count > 0;
+    public bool Any => NotPrepared.Count > 0 || NotClosed.Count > 0 || ForgottenClientNames.Count > 0 || Stale.Count > 0 || StatementsUnknown;
 
     public void Clear()
     {
         NotPrepared.Clear();
         NotClosed.Clear();
         ForgottenClientNames.Clear();
+        Stale.Clear();
+        StatementsUnknown = false;
     }
 }
