@@ -721,6 +721,7 @@ prepared_cmds="$raw/prepared-commands.tsv"
 printf 'script\ttarget\tclients\tcommand\n' >"$prepared_cmds"
 prepared_attempt_c=""
 pooler_prep_log="$raw/pooler-prep.log"
+pooler_prep_log_lines=0
 
 # prep_start_pgbouncer: a PgBouncer for this part, otherwise as the matrix's (transaction mode, pool POOL_SIZE).
 prep_start_pgbouncer() {
@@ -769,6 +770,9 @@ pooler {
   default-pool-size = $POOL_SIZE
   max-client-conn = $MAX_CLIENT_CONN
   max-prepared-statements = $PREPARED_MAX_STATEMENTS
+  # Free ports for the side endpoints: the matrix's Pooler may hold the defaults (9110, 8404).
+  pbm { port = 0 }
+  http { port = 0 }
   databases {
     bench { host = "127.0.0.1", port = $pg_port, dbname = "bench", user = "bench_pooler_prep", password = "$PASSWORD" }
   }
@@ -792,8 +796,10 @@ HOCON
   fi
 }
 
-# prep_stop: stops this part's PgBouncer and Pooler; their logs go to the raw folder.
+# prep_stop: stops this part's PgBouncer and Pooler; their logs go to the raw folder (pooler_prep_log_lines: the
+# Pooler's log lines up to the stop, so its own shutdown lines are not counted as the runs' warnings).
 prep_stop() {
+  [ -f "$pooler_prep_dir/pooler.log" ] && pooler_prep_log_lines=$(wc -l <"$pooler_prep_dir/pooler.log")
   pgh_pgbouncer_stop "$bouncer_prep_dir/pgbouncer.pid"
   bouncer_prep_ok=0; bouncer_prep_why="stopped"; bouncer_prep_pid=""
   if [ -n "$pooler_prep_pid" ]; then pgh_kill_pid "$pooler_prep_pid"; wait "$pooler_prep_pid" 2>/dev/null || true; fi
@@ -1442,20 +1448,22 @@ mib() { [[ "${1:-}" =~ ^[0-9]+$ ]] && awk -v k="$1" 'BEGIN { printf "%.1f", k / 
       echo
     fi
     if [ -f "$pooler_prep_log" ]; then
-      n_warn=$(grep -cE '\[(WARNING|ERROR)\]|Exception' "$pooler_prep_log" || true)
-      echo "Pooler's log during this part: ${n_warn:-0} lines at WARNING or ERROR (or with an exception)$([ "${n_warn:-0}" -gt 0 ] && echo "; the first:")"
+      n_warn=$(head -n "$pooler_prep_log_lines" "$pooler_prep_log" | grep -cE '^\[(WARNING|ERROR)\]' || true)
+      echo "Pooler's log from its start to its stop after the runs (\`raw/$stamp/pooler-prep.log\`): WARNING or ERROR lines: ${n_warn:-0}$([ "${n_warn:-0}" -gt 0 ] && echo "; the first:" || echo ".")"
       if [ "${n_warn:-0}" -gt 0 ]; then
         echo
         echo '```'
-        grep -E '\[(WARNING|ERROR)\]|Exception' "$pooler_prep_log" | head -n 5 | cut -c1-300
+        head -n "$pooler_prep_log_lines" "$pooler_prep_log" | grep -E '^\[(WARNING|ERROR)\]' | head -n 5 | cut -c1-300
         echo '```'
       fi
       echo
     fi
     if [ -n "$prepared_attempt_c" ]; then
       g() { tsv_get "$prepared" select-prepared pgbouncer-prep "$prepared_attempt_c" "$1"; }
-      said=$(grep -m1 -iE 'error|abort' "$raw/pgbench-select-prepared-pgbouncer-prep-$prepared_attempt_c.log" 2>/dev/null | cut -c1-200 || true)
-      echo "PgBouncer with \`-M prepared\` (one attempt after the measured runs, \`-T $PREPARED_PGBOUNCER_ATTEMPT\`, $prepared_attempt_c clients): status $(g status), tps $(bl_fmt_int "$(g tps)"), failed $(g failed)${said:+; pgbench said: \`${said//\`/\'}\`}."
+      a_out="$raw/pgbench-select-prepared-pgbouncer-prep-$prepared_attempt_c.log"
+      said=$(grep -m1 -iE 'error|abort' "$a_out" 2>/dev/null | cut -c1-200 || true)
+      n_err=$(grep -ciE '^pgbench: error: (ERROR|client)' "$a_out" 2>/dev/null || true)
+      echo "PgBouncer with \`-M prepared\` (one attempt after the measured runs, \`-T $PREPARED_PGBOUNCER_ATTEMPT\`, $prepared_attempt_c clients): status $(g status), tps $(bl_fmt_int "$(g tps)") (of the clients that went on), failed $(g failed)${said:+; pgbench printed ${n_err:-0} client errors, the first: \`${said//\`/\'}\`}."
       echo
     fi
     echo "Commands, as run, of the rows above (the per-transaction log under the run's temp folder):"

@@ -1,8 +1,7 @@
-using System.Buffers.Binary;
-using System.Text;
 using Pooler.Actors.Protocol;
 using Pooler.Actors.Protocol.Prepared;
 using Pooler.Tests.Infrastructure;
+using static Pooler.Tests.Infrastructure.ExtendedProtocol;
 using Xunit;
 
 namespace Pooler.Tests.Protocol;
@@ -26,40 +25,6 @@ public sealed class StatementRewriterPgTests(PostgresFixture pg)
     private readonly StatementRelay _relay = new(int.MaxValue);
     private ClientStatements _client => _relay.Statements;
 
-    private static byte[] Z(string s) => [.. Encoding.UTF8.GetBytes(s), 0];
-
-    private static byte[] Parse(string name, string query, params int[] types)
-    {
-        var t = new byte[2 + 4 * types.Length];
-        BinaryPrimitives.WriteInt16BigEndian(t, (short)types.Length);
-        for (var i = 0; i < types.Length; i++) BinaryPrimitives.WriteInt32BigEndian(t.AsSpan(2 + 4 * i), types[i]);
-        return RawPgConnection.Message('P', [.. Z(name), .. Z(query), .. t]);
-    }
-
-    /// <summary>Bind with one text parameter (or none), text results.</summary>
-    private static byte[] Bind(string statement, string? value)
-    {
-        var b = new List<byte>();
-        b.AddRange(Z("")); b.AddRange(Z(statement));
-        b.AddRange(new byte[] { 0, 0 });                       // no parameter formats: all text
-        if (value == null) b.AddRange(new byte[] { 0, 0 });
-        else
-        {
-            var v = Encoding.UTF8.GetBytes(value);
-            b.AddRange(new byte[] { 0, 1 });
-            var len = new byte[4];
-            BinaryPrimitives.WriteInt32BigEndian(len, v.Length);
-            b.AddRange(len); b.AddRange(v);
-        }
-        b.AddRange(new byte[] { 0, 0 });                       // result formats: all text
-        return RawPgConnection.Message('B', [.. b]);
-    }
-
-    private static readonly byte[] Execute = RawPgConnection.Message('E', [0, 0, 0, 0, 0]);
-    private static readonly byte[] Sync = RawPgConnection.Message('S', []);
-    private static byte[] Close(string statement) => RawPgConnection.Message('C', [(byte)'S', .. Z(statement)]);
-    private static byte[] Describe(string statement) => RawPgConnection.Message('D', [(byte)'S', .. Z(statement)]);
-
     /// <summary>Sends the client's messages to <paramref name="server"/> through the rewriter; returns what the client sees, up to ReadyForQuery.</summary>
     private async Task<List<RawPgMessage>> RunAsync(Server server, params byte[][] messages)
     {
@@ -81,7 +46,6 @@ public sealed class StatementRewriterPgTests(PostgresFixture pg)
         return seen;
     }
 
-    private static string Types(List<RawPgMessage> seen) => new(seen.Select(m => m.Type).ToArray());
 
     [Fact]
     public async Task A_statement_follows_its_client_across_servers_and_errors_stay_exact()
@@ -118,12 +82,12 @@ public sealed class StatementRewriterPgTests(PostgresFixture pg)
         Assert.Equal("2DCZ", Types(seen));
 
         // a failing Parse reaches the client as PostgreSQL sent it and leaves nothing behind
-        seen = await RunAsync(serverA, Parse("bad", "selec 1"), Bind("bad", null), Execute, Sync);
+        seen = await RunAsync(serverA, Parse("bad", "selec 1"), Bind("bad"), Execute, Sync);
         Assert.Equal("EZ", Types(seen));
         Assert.Equal("42601", seen[0].Fields()['C']);
         Assert.False(_client.TryGet("bad", out _));
         Assert.Equal(1, serverA.Cache.Count);
-        seen = await RunAsync(serverA, Bind("bad", null), Execute, Sync);
+        seen = await RunAsync(serverA, Bind("bad"), Execute, Sync);
         Assert.Equal("26000", seen[0].Fields()['C']);
     }
 
@@ -148,7 +112,7 @@ public sealed class StatementRewriterPgTests(PostgresFixture pg)
         Assert.Equal("3", await a.ScalarAsync("select count(*) from pg_prepared_statements"));
 
         // DISCARD ALL drops them on the server and in both maps
-        Assert.Equal("CZ", Types(await RunAsync(server, RawPgConnection.Message('Q', Z("DISCARD ALL")))));
+        Assert.Equal("CZ", Types(await RunAsync(server, Query("DISCARD ALL"))));
         Assert.Equal(0, server.Cache.Count);
         Assert.False(_client.TryGet("s1", out _));
         Assert.Equal("0", await a.ScalarAsync("select count(*) from pg_prepared_statements"));
