@@ -717,9 +717,8 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
     private bool _sawReady; // FilterAnswers saw a ReadyForQuery in the chunk
 
     /// <summary>
-    /// A renaming client's link: frames the chunk as the plain relay does, and drops or retypes the answers the client
-    /// must not see as sent (see <see cref="ResponsePlan"/>). A header cut by the chunk's end is kept for the next chunk,
-    /// so an answer is always edited whole. Returns the bytes for the client; <paramref name="failed"/> when the link failed.
+    /// A renaming client's link: frames the chunk as the plain relay does, and drops, retypes or replaces the answers the
+    /// client must not see as sent (see <see cref="ResponsePlan"/>). Returns the bytes for the client; <paramref name="failed"/> when the link failed.
     /// </summary>
     private ByteString FilterAnswers(Link link, ServerStatements st, ByteString data, out bool failed)
     {
@@ -736,7 +735,7 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
         }
         span = data.ToReadOnlySpan();
         var pos = 0;
-        List<(int At, ResponseAction Action)>? edits = null;
+        List<(int At, int Length, byte[]? Replacement, ResponseAction Action)>? edits = null;
         while (true)
         {
             var ev = _scan.Next(span, ref pos);
@@ -752,27 +751,34 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
             if (type is MsgType.ParseComplete or MsgType.BindComplete or MsgType.CloseComplete or MsgType.ErrorResponse or MsgType.ReadyForQuery)
             {
                 var action = st.Plan.OnServerMessage(type, _scan.Body, st.Effects);
-                if (action != ResponseAction.Pass) (edits ??= []).Add((_scan.StartInChunk, action));
+                if (action != ResponseAction.Pass) (edits ??= []).Add((_scan.StartInChunk, _scan.Length + 1, action == ResponseAction.Replace ? st.Plan.Replacement : null, action));
             }
             _sawReady |= OnAnswer(link, type, _scan.Body);
         }
         if (st.Effects.Any) st.Apply(st.Effects, link.Relay?.Statements);
+        // a message cut by the chunk's end waits for the rest, so what is edited is always whole and in this chunk:
+        // a header, or a captured answer (bodiless ones, errors up to 64 KiB)
         var end = span.Length;
-        if (_scan.PartialHeaderLength > 0)
+        if (_scan.Capturing)
+        {
+            end = _scan.StartInChunk;
+            _scan.Reset();
+        }
+        else if (_scan.PartialHeaderLength > 0)
         {
             end -= _scan.PartialHeaderLength;
-            _carry = span[end..].ToArray();
             _scan.DropPartialHeader();
         }
+        if (end < span.Length) _carry = span[end..].ToArray();
         if (edits == null) return end == span.Length ? data : data.Slice(0, end);
         var w = new PgWriter(end);
         var from = 0;
-        foreach (var (at, action) in edits)
+        foreach (var (at, length, replacement, action) in edits)
         {
             w.Bytes(span[from..at]);
-            // bodiless answers: 5 bytes each
             if (action == ResponseAction.AsParseComplete) w.Byte(MsgType.ParseComplete).Bytes(span.Slice(at + 1, 4));
-            from = at + 5;
+            else if (replacement != null) w.Bytes(replacement);
+            from = at + length;
         }
         w.Bytes(span[from..end]);
         return w.Length == 0 ? ByteString.Empty : ByteString.FromBytes(w.ToArray());

@@ -19,8 +19,6 @@ public sealed record NodeResult(ProcessResult Process, JsonElement? Summary)
         return Summary!.Value;
     }
 
-    public long Long(string property) => EnsureSuccess("node script").GetProperty(property).GetInt64();
-
     public override string ToString() => Process.ToString();
 }
 
@@ -124,6 +122,17 @@ public static class NodePg
         Directory.CreateDirectory(root);
         using var gate = AcquireLock(Path.Combine(root, hash + ".lock"), InstallTimeout + TimeSpan.FromMinutes(1));
         if (Installed()) return modules;
+
+        foreach (var tool in new[] { "node", "npm" })
+        {
+            ProcessResult version;
+            try { version = ProcessRunner.Run(tool, ["--version"], timeout: TimeSpan.FromSeconds(60)); }
+            catch (System.ComponentModel.Win32Exception e)
+            {
+                throw new InvalidOperationException($"{tool} is not installed (not on PATH): the node-postgres tests need node >= 18 and npm", e);
+            }
+            version.EnsureSuccess($"{tool} --version");
+        }
 
         var scratch = Path.Combine(root, $"{hash}.tmp-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..8]}");
         Directory.CreateDirectory(scratch);

@@ -137,6 +137,13 @@ public sealed class PreparedPoolingTests(PostgresFixture pg, ITestOutputHelper o
         // the name can be used again with a good query
         Assert.Equal("7", DataRow(await RunAsync(c, Parse("bad", "select 7"), Bind("bad"), Execute, Sync)));
 
+        // a name in use: PostgreSQL's 42P05 for the client's name, the rest of the unit skipped, the first statement kept
+        Assert.Equal("1Z", Types(await RunAsync(c, Parse("dup", "select 1"), Sync)));
+        reply = await RunAsync(c, Parse("dup", "select 2"), Bind("dup"), Execute, Sync);
+        Assert.Equal("EZ", Types(reply));
+        Assert.Equal(("ERROR", "42P05", "prepared statement \"dup\" already exists"), (reply[0].Fields()['S'], reply[0].Fields()['C'], reply[0].Fields()['M']));
+        Assert.Equal("1", DataRow(await RunAsync(c, Bind("dup"), Execute, Sync)));
+
         // a statement whose result type changed after DDL: PostgreSQL's error once, then prepared again
         await pg.ExecuteAsync("drop table if exists prep_ddl; create table prep_ddl(a int); insert into prep_ddl values (1); grant all on prep_ddl to public");
         Assert.Equal("1", DataRow(await RunAsync(c, Parse("all_rows", "select * from prep_ddl"), Bind("all_rows"), Execute, Sync)));

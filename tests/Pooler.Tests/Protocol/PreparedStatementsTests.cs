@@ -204,4 +204,65 @@ public sealed class PreparedStatementsTests
         plan.Clear();
         Assert.Equal(0, plan.Pending);
     }
+
+    /// <summary>A client pipeline with every kind of statement message, a large Bind and a large query among them.</summary>
+    private static byte[] Pipeline()
+    {
+        var big = new string('x', StatementRelay.BindHead * 2);
+        byte[][] messages =
+        [
+            Infrastructure.ExtendedProtocol.Parse("a", "select $1::text", 25),
+            Infrastructure.ExtendedProtocol.Bind("a", "small"), Infrastructure.ExtendedProtocol.Execute,
+            Infrastructure.ExtendedProtocol.Bind("a", big), Infrastructure.ExtendedProtocol.Execute,  // its head only is read
+            Infrastructure.ExtendedProtocol.Bind("", big), Infrastructure.ExtendedProtocol.Execute,   // unnamed: unchanged
+            Infrastructure.ExtendedProtocol.Describe("a"), Infrastructure.ExtendedProtocol.Close("a"),
+            Infrastructure.ExtendedProtocol.Parse("", "select 1"), Infrastructure.ExtendedProtocol.Sync,
+            Infrastructure.ExtendedProtocol.Query("select '" + big + "'"),                            // too long to be read
+            Infrastructure.ExtendedProtocol.Query("DISCARD ALL"),
+        ];
+        return messages.SelectMany(m => m).ToArray();
+    }
+
+    private static (byte[] Output, string Plan) RelayInChunks(byte[] input, int chunk)
+    {
+        var relay = new StatementRelay(int.MaxValue);
+        var server = new ServerStatements(10);
+        var output = new List<byte>();
+        for (var at = 0; at < input.Length; at += chunk)
+            output.AddRange(relay.Relay(Akka.IO.ByteString.FromBytes(input.AsSpan(at, Math.Min(chunk, input.Length - at)).ToArray()), server).ToArray());
+        return (output.ToArray(), server.Plan.Pending.ToString(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    [Fact]
+    public void The_relay_writes_the_same_bytes_whatever_the_chunks_and_renames_a_large_Binds_head()
+    {
+        var input = Pipeline();
+        var (whole, plan) = RelayInChunks(input, input.Length);
+        foreach (var chunk in new[] { 1, 2, 3, 4, 5, 6, 7, 13, 64, 1000, 65536 + 7 })
+        {
+            var (output, chunkPlan) = RelayInChunks(input, chunk);
+            Assert.True(whole.AsSpan().SequenceEqual(output), $"chunks of {chunk} bytes changed the output");
+            Assert.Equal(plan, chunkPlan);
+        }
+
+        // what the server gets: messages re-framed correctly, the named ones renamed, the rest as sent
+        var types = new List<(char Type, string Head)>();
+        for (var at = 0; at < whole.Length;)
+        {
+            var len = BinaryPrimitives.ReadInt32BigEndian(whole.AsSpan(at + 1));
+            var body = whole.AsSpan(at + 5, len - 4);
+            types.Add(((char)whole[at], Encoding.UTF8.GetString(body[..Math.Min(40, body.Length)]).Replace('\0', '|')));
+            at += 1 + len;
+        }
+        var name = ExtendedMessages.ServerName(ParseBody("", "select $1::text", 25).AsSpan(1));
+        Assert.Equal("P B E B E B E D C P S Q Q", string.Join(' ', types.Select(t => t.Type)));
+        Assert.StartsWith(name + "|", types[0].Head);
+        Assert.StartsWith("|" + name + "|", types[1].Head);
+        Assert.StartsWith("|" + name + "|", types[3].Head);    // the large Bind: renamed, its values follow unchanged
+        Assert.StartsWith("||", types[5].Head);                 // unnamed
+        Assert.Equal("S" + name + "|", types[7].Head);          // Describe renamed
+        Assert.Equal("P" + StatementRewriter.NoPortal + "|", types[8].Head); // Close answered by a stand-in
+        // four names "a" became the server name, the Close names the stand-in portal: nothing else changed in length
+        Assert.Equal(input.Length + 4 * (name.Length - 1) + StatementRewriter.NoPortal.Length - 1, whole.Length);
+    }
 }

@@ -11,6 +11,9 @@ public enum ResponseAction : byte
     /// <summary>A CloseComplete answering the stand-in for a Parse the server needed no more (the statement
     /// was prepared there already): the client gets ParseComplete (same length, type byte '1').</summary>
     AsParseComplete,
+    /// <summary>The ErrorResponse answering the stand-in for a Parse of a name the client already has: the client gets
+    /// PostgreSQL's "already exists" error (<see cref="ResponsePlan.Replacement"/>) in its place.</summary>
+    Replace,
 }
 
 /// <summary>
@@ -40,6 +43,11 @@ public sealed class ResponsePlan
         /// <summary>A simple Query that drops every statement (DISCARD ALL, DEALLOCATE ALL): if it fails, what the server
         /// still has is unknown.</summary>
         SyncDroppingAll,
+        /// <summary>
+        /// A Parse of a name the client already has: PostgreSQL would refuse it (42P05) and skip to Sync. A Describe of a
+        /// statement that does not exist stands in, so the server refuses and skips in the same place; its error is replaced.
+        /// </summary>
+        DuplicateParse,
         /// <summary>A Bind (of a renamed statement when it has a server name): answered by BindComplete. An error
         /// in its place for a renamed statement may mean the statement went stale on this server.</summary>
         Bind,
@@ -49,6 +57,9 @@ public sealed class ResponsePlan
     private bool _skipping; // after an ErrorResponse, until ReadyForQuery
 
     public int Pending => _queue.Count;
+
+    /// <summary>After <see cref="ResponseAction.Replace"/>: the whole ErrorResponse the client gets instead.</summary>
+    public byte[]? Replacement { get; private set; }
 
     /// <param name="clientName">For a client's Parse: its own name, forgotten if the server does not run the Parse.</param>
     public void Add(Sent kind, string? serverName = null, string? clientName = null) => _queue.Enqueue((kind, serverName, clientName));
@@ -86,19 +97,19 @@ public sealed class ResponsePlan
             case MsgType.ErrorResponse when !_skipping:
                 // the server now skips to the next Sync: nothing before it is answered
                 _skipping = true;
+                if (_queue.TryPeek(out var dup) && dup.Kind == Sent.DuplicateParse)
+                {
+                    _queue.Dequeue();
+                    Replacement = PgMessages.Error("ERROR", SqlStateDuplicateStatement, $"prepared statement \"{dup.ClientName}\" already exists");
+                    Drain(effects);
+                    return ResponseAction.Replace;
+                }
                 // PostgreSQL checks a statement's result type at Bind: after DDL, the statement stays prepared but can
                 // never run again there ("cached plan must not change result type"), so it is closed and prepared anew
                 if (_queue.TryPeek(out var failed) && failed is { Kind: Sent.Bind, ServerName: { } stale }
                     && ErrorCode(body) == SqlStateCachedPlanChanged)
                     effects.Stale.Add(stale);
-                while (_queue.TryPeek(out var head) && head.Kind is not (Sent.Sync or Sent.SyncDroppingAll))
-                {
-                    _queue.Dequeue();
-                    if (head.Kind is Sent.ClientParse or Sent.AddedParse && head.ServerName != null) effects.NotPrepared.Add(head.ServerName);
-                    else if (head.Kind == Sent.AddedClose && head.ServerName != null) effects.NotClosed.Add(head.ServerName);
-                    if (head.Kind is Sent.ClientParse or Sent.ParseStandIn && head.ClientName != null) effects.ForgottenClientNames.Add(head.ClientName);
-                }
-                if (_queue.TryPeek(out var end) && end.Kind == Sent.SyncDroppingAll) effects.StatementsUnknown = true;
+                Drain(effects);
                 return ResponseAction.Pass;
             case MsgType.ReadyForQuery:
                 _skipping = false;
@@ -108,6 +119,21 @@ public sealed class ResponsePlan
                 return ResponseAction.Pass;
         }
     }
+
+    /// <summary>Drops what the server skips after an error, up to the next Sync, noting what that undid.</summary>
+    private void Drain(PlanEffects effects)
+    {
+        while (_queue.TryPeek(out var head) && head.Kind is not (Sent.Sync or Sent.SyncDroppingAll))
+        {
+            _queue.Dequeue();
+            if (head.Kind is Sent.ClientParse or Sent.AddedParse && head.ServerName != null) effects.NotPrepared.Add(head.ServerName);
+            else if (head.Kind == Sent.AddedClose && head.ServerName != null) effects.NotClosed.Add(head.ServerName);
+            if (head.Kind is Sent.ClientParse or Sent.ParseStandIn && head.ClientName != null) effects.ForgottenClientNames.Add(head.ClientName);
+        }
+        if (_queue.TryPeek(out var end) && end.Kind == Sent.SyncDroppingAll) effects.StatementsUnknown = true;
+    }
+
+    private const string SqlStateDuplicateStatement = "42P05";
 
     /// <summary>0A000 is also "feature not supported"; only with this message is the statement stale.</summary>
     private const string SqlStateCachedPlanChanged = "0A000";

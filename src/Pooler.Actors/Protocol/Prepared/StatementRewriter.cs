@@ -13,6 +13,8 @@ public static class StatementRewriter
 {
     /// <summary>A portal no client uses: closing it is answered by CloseComplete and changes nothing.</summary>
     public const string NoPortal = "PLR_none";
+    /// <summary>A statement no server has (server names are "PLR_" and 24 hex digits).</summary>
+    public const string NoStatement = "PLR_none";
 
     /// <summary>
     /// For one whole client message of <paramref name="type"/>: writes what goes to the server in its place to
@@ -32,6 +34,14 @@ public static class StatementRewriter
                     return Unchanged(wrote, type, body, output);
                 }
                 counters?.ClientParse();
+                if (client.TryGet(name, out _))
+                {
+                    // PostgreSQL refuses a name in use and skips to Sync: a Describe of a statement no server has
+                    // makes the server do both in the same place; the client gets 42P05 for its own name
+                    server.Plan.Add(ResponsePlan.Sent.DuplicateParse, null, name);
+                    ExtendedMessages.Target(output, MsgType.Describe, ExtendedMessages.Statement, NoStatement);
+                    return true;
+                }
                 var statement = client.Add(name, definition);
                 if (server.Cache.Touch(statement.ServerName))
                 {
