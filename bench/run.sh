@@ -270,7 +270,9 @@ pg_dir="$work/pg"
 bouncer_dir="$work/pgbouncer"
 pooler_dir="$work/pooler"
 tls_dir="$work/tls"
+# shellcheck disable=SC2034 # the side instances' folders are read by name (side_pgbouncer, side_pooler)
 bouncer_tls_dir="$work/pgbouncer-tls"
+# shellcheck disable=SC2034
 pooler_tls_dir="$work/pooler-tls"
 bouncer_prep_dir="$work/pgbouncer-prep"
 pooler_prep_dir="$work/pooler-prep"
@@ -723,77 +725,96 @@ prepared_attempt_c=""
 pooler_prep_log="$raw/pooler-prep.log"
 pooler_prep_log_lines=0
 
-# prep_start_pgbouncer: a PgBouncer for this part, otherwise as the matrix's (transaction mode, pool POOL_SIZE).
-prep_start_pgbouncer() {
-  bouncer_prep_port=$(pgh_free_port)
-  mkdir -p "$bouncer_prep_dir"
-  printf '"bench_pgbouncer_prep" "%s"\n' "$PASSWORD" >"$bouncer_prep_dir/userlist.txt"
-  cat >"$bouncer_prep_dir/pgbouncer.ini" <<INI
+# side_pgbouncer SUFFIX LABEL [EXTRA_INI]: a PgBouncer of a part's own (folder bouncer_SUFFIX_dir, role
+# bench_pgbouncer_SUFFIX), the matrix's settings (transaction mode, pool POOL_SIZE) plus EXTRA_INI's lines; sets
+# bouncer_SUFFIX_port, _ok, _why and _pid.
+side_pgbouncer() {
+  local s=$1 label=$2 extra=${3:-} dir_var="bouncer_$1_dir" dir port
+  dir=${!dir_var}
+  port=$(pgh_free_port)
+  printf -v "bouncer_${s}_port" '%s' "$port"
+  mkdir -p "$dir"
+  printf '"bench_pgbouncer_%s" "%s"\n' "$s" "$PASSWORD" >"$dir/userlist.txt"
+  cat >"$dir/pgbouncer.ini" <<INI
 [databases]
 bench = host=127.0.0.1 port=$pg_port dbname=bench
 
 [pgbouncer]
 listen_addr = 127.0.0.1
-listen_port = $bouncer_prep_port
-unix_socket_dir = $bouncer_prep_dir
+listen_port = $port
+unix_socket_dir = $dir
 auth_type = $AUTH
-auth_file = $bouncer_prep_dir/userlist.txt
+auth_file = $dir/userlist.txt
 pool_mode = transaction
 default_pool_size = $POOL_SIZE
 max_client_conn = $MAX_CLIENT_CONN
-logfile = $bouncer_prep_dir/pgbouncer.log
-pidfile = $bouncer_prep_dir/pgbouncer.pid
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
 ignore_startup_parameters = extra_float_digits
+${extra}
 INI
-  record "$(pgh_find_pgbouncer)" -d "$bouncer_prep_dir/pgbouncer.ini"
-  if pgh_pgbouncer_start "$bouncer_prep_dir" "$bouncer_prep_port" "$bouncer_prep_dir/pgbouncer.ini"; then
-    bouncer_prep_ok=1; bouncer_prep_why=""
-    bouncer_prep_pid=$(cat "$bouncer_prep_dir/pgbouncer.pid")
-    pgh_log "PgBouncer for the prepared part on port $bouncer_prep_port (pid $bouncer_prep_pid)"
+  record "$(pgh_find_pgbouncer)" -d "$dir/pgbouncer.ini"
+  if pgh_pgbouncer_start "$dir" "$port" "$dir/pgbouncer.ini"; then
+    printf -v "bouncer_${s}_ok" 1; printf -v "bouncer_${s}_why" ''
+    printf -v "bouncer_${s}_pid" '%s' "$(cat "$dir/pgbouncer.pid")"
+    pgh_log "PgBouncer $label on port $port (pid $(cat "$dir/pgbouncer.pid"))"
   else
-    bouncer_prep_why="not-started"
-    pgh_log "PgBouncer for the prepared part did not start; its rows will show FAILED"
+    printf -v "bouncer_${s}_why" 'not-started'
+    pgh_log "PgBouncer $label did not start; its rows will show FAILED"
   fi
 }
 
-# prep_start_pooler: a Pooler for this part with max-prepared-statements = PREPARED_MAX_STATEMENTS, otherwise as the matrix's.
-prep_start_pooler() {
-  pooler_prep_port=$(pgh_free_port)
-  mkdir -p "$pooler_prep_dir"
-  if [ "$POOLER_CMD" = "dotnet $pooler_dll" ] && [ ! -f "$pooler_dll" ]; then pooler_prep_why="no-Pooler.Host.dll"; return 0; fi
-  printf '"bench_pooler_prep" "%s"\n' "$PASSWORD" >"$pooler_prep_dir/userlist.txt"
-  cat >"$pooler_prep_dir/pooler.conf" <<HOCON
+# side_pooler SUFFIX LABEL [EXTRA_HOCON]: a Pooler of a part's own (folder pooler_SUFFIX_dir, role bench_pooler_SUFFIX),
+# the matrix's settings plus EXTRA_HOCON inside pooler { }; sets pooler_SUFFIX_port, _ok, _why, _pid and _said.
+side_pooler() {
+  local s=$1 label=$2 extra=${3:-} dir_var="pooler_$1_dir" dir port pid why
+  dir=${!dir_var}
+  port=$(pgh_free_port)
+  printf -v "pooler_${s}_port" '%s' "$port"
+  mkdir -p "$dir"
+  if [ "$POOLER_CMD" = "dotnet $pooler_dll" ] && [ ! -f "$pooler_dll" ]; then printf -v "pooler_${s}_why" 'no-Pooler.Host.dll'; return 0; fi
+  printf '"bench_pooler_%s" "%s"\n' "$s" "$PASSWORD" >"$dir/userlist.txt"
+  cat >"$dir/pooler.conf" <<HOCON
 pooler {
-  listen { host = "127.0.0.1", port = $pooler_prep_port }
-  auth { type = $AUTH, users-file = "$pooler_prep_dir/userlist.txt" }
+  listen { host = "127.0.0.1", port = $port }
+  auth { type = $AUTH, users-file = "$dir/userlist.txt" }
   pool-mode = transaction
   default-pool-size = $POOL_SIZE
   max-client-conn = $MAX_CLIENT_CONN
-  max-prepared-statements = $PREPARED_MAX_STATEMENTS
-  # Free ports for the side endpoints: the matrix's Pooler may hold the defaults (9110, 8404).
-  pbm { port = 0 }
-  http { port = 0 }
+${extra}
   databases {
-    bench { host = "127.0.0.1", port = $pg_port, dbname = "bench", user = "bench_pooler_prep", password = "$PASSWORD" }
+    bench { host = "127.0.0.1", port = $pg_port, dbname = "bench", user = "bench_pooler_$s", password = "$PASSWORD" }
   }
 }
 HOCON
-  pgh_log "starting Pooler for the prepared part on port $pooler_prep_port: $POOLER_CMD --config $pooler_prep_dir/pooler.conf"
+  pgh_log "starting Pooler $label on port $port: $POOLER_CMD --config $dir/pooler.conf"
   # shellcheck disable=SC2086
-  record $POOLER_CMD --config "$pooler_prep_dir/pooler.conf"
+  record $POOLER_CMD --config "$dir/pooler.conf"
   # shellcheck disable=SC2086
-  $POOLER_CMD --config "$pooler_prep_dir/pooler.conf" >"$pooler_prep_dir/pooler.log" 2>&1 </dev/null &
-  pooler_prep_pid=$!
-  if pgh_wait_port "$pooler_prep_port" "${POOLER_START_TIMEOUT:-60}" "$pooler_prep_pid"; then
-    pooler_prep_ok=1; pooler_prep_why=""
+  $POOLER_CMD --config "$dir/pooler.conf" >"$dir/pooler.log" 2>&1 </dev/null &
+  pid=$!
+  if pgh_wait_port "$port" "${POOLER_START_TIMEOUT:-60}" "$pid"; then
+    printf -v "pooler_${s}_pid" '%s' "$pid"; printf -v "pooler_${s}_ok" 1; printf -v "pooler_${s}_why" ''
   else
-    if kill -0 "$pooler_prep_pid" 2>/dev/null; then pooler_prep_why="not-accepting"; else pooler_prep_why="exited-at-start"; fi
-    pgh_log "Pooler for the prepared part did not start ($pooler_prep_why); last output:"
-    tail -n 20 "$pooler_prep_dir/pooler.log" >&2 || true
-    pooler_prep_said=$(grep -v '^[[:space:]]*$' "$pooler_prep_dir/pooler.log" | tail -n 1 | cut -c1-300 || true)
-    pgh_kill_pid "$pooler_prep_pid"
-    pooler_prep_pid=""
+    if kill -0 "$pid" 2>/dev/null; then why="not-accepting"; else why="exited-at-start"; fi
+    printf -v "pooler_${s}_why" '%s' "$why"
+    pgh_log "Pooler $label did not start ($why); last output:"
+    tail -n 20 "$dir/pooler.log" >&2 || true
+    printf -v "pooler_${s}_said" '%s' "$(grep -v '^[[:space:]]*$' "$dir/pooler.log" | tail -n 1 | cut -c1-300 || true)"
+    pgh_kill_pid "$pid"
+    printf -v "pooler_${s}_pid" ''
   fi
+}
+
+# prep_start_pgbouncer: a PgBouncer for this part, otherwise as the matrix's (transaction mode, pool POOL_SIZE).
+prep_start_pgbouncer() { side_pgbouncer prep "for the prepared part"; }
+
+# prep_start_pooler: a Pooler for this part with max-prepared-statements = PREPARED_MAX_STATEMENTS, otherwise as the
+# matrix's; free ports for its side endpoints (the matrix's Pooler may hold the defaults, 9110 and 8404).
+prep_start_pooler() {
+  side_pooler prep "for the prepared part" "  max-prepared-statements = $PREPARED_MAX_STATEMENTS
+  pbm { port = 0 }
+  http { port = 0 }"
 }
 
 # prep_stop: stops this part's PgBouncer and Pooler; their logs go to the raw folder (pooler_prep_log_lines: the
@@ -940,84 +961,24 @@ tls_pg_on() {
 
 # tls_start_pgbouncer: a second PgBouncer, TLS to clients and to PostgreSQL, otherwise as the matrix's.
 tls_start_pgbouncer() {
-  bouncer_tls_port=$(pgh_free_port)
   mkdir -p "$bouncer_tls_dir"
   tls_copy_certs "$bouncer_tls_dir"
-  printf '"bench_pgbouncer_tls" "%s"\n' "$PASSWORD" >"$bouncer_tls_dir/userlist.txt"
-  cat >"$bouncer_tls_dir/pgbouncer.ini" <<INI
-[databases]
-bench = host=127.0.0.1 port=$pg_port dbname=bench
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $bouncer_tls_port
-unix_socket_dir = $bouncer_tls_dir
-auth_type = $AUTH
-auth_file = $bouncer_tls_dir/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = $MAX_CLIENT_CONN
-logfile = $bouncer_tls_dir/pgbouncer.log
-pidfile = $bouncer_tls_dir/pgbouncer.pid
-ignore_startup_parameters = extra_float_digits
-client_tls_sslmode = require
+  side_pgbouncer tls "with TLS" "client_tls_sslmode = require
 client_tls_key_file = $bouncer_tls_dir/server.key
 client_tls_cert_file = $bouncer_tls_dir/server.crt
 client_tls_ca_file = $bouncer_tls_dir/ca.crt
 server_tls_sslmode = $TLS_SERVER_SSLMODE
-server_tls_ca_file = $bouncer_tls_dir/ca.crt
-INI
-  record "$(pgh_find_pgbouncer)" -d "$bouncer_tls_dir/pgbouncer.ini"
-  if pgh_pgbouncer_start "$bouncer_tls_dir" "$bouncer_tls_port" "$bouncer_tls_dir/pgbouncer.ini"; then
-    bouncer_tls_ok=1; bouncer_tls_why=""
-    bouncer_tls_pid=$(cat "$bouncer_tls_dir/pgbouncer.pid")
-    pgh_log "PgBouncer with TLS on port $bouncer_tls_port (pid $bouncer_tls_pid)"
-  else
-    bouncer_tls_why="not-started"
-    pgh_log "PgBouncer with TLS did not start; its rows will show FAILED"
-  fi
+server_tls_ca_file = $bouncer_tls_dir/ca.crt"
 }
 
 # tls_start_pooler: a second Pooler, TLS to clients and to PostgreSQL, otherwise as the matrix's.
 tls_start_pooler() {
-  pooler_tls_port=$(pgh_free_port)
-  mkdir -p "$pooler_tls_dir"
-  if [ "$POOLER_CMD" = "dotnet $pooler_dll" ] && [ ! -f "$pooler_dll" ]; then pooler_tls_why="no-Pooler.Host.dll"; return 0; fi
-  printf '"bench_pooler_tls" "%s"\n' "$PASSWORD" >"$pooler_tls_dir/userlist.txt"
-  cat >"$pooler_tls_dir/pooler.conf" <<HOCON
-pooler {
-  listen { host = "127.0.0.1", port = $pooler_tls_port }
-  auth { type = $AUTH, users-file = "$pooler_tls_dir/userlist.txt" }
-  pool-mode = transaction
-  default-pool-size = $POOL_SIZE
-  max-client-conn = $MAX_CLIENT_CONN
-  client-tls-sslmode = "require"
-  client-tls-cert-file = "$tls_dir/server.crt"
-  client-tls-key-file = "$tls_dir/server.key"
-  client-tls-ca-file = "$tls_dir/ca.crt"
-  server-tls-sslmode = "$TLS_SERVER_SSLMODE"
-  server-tls-ca-file = "$tls_dir/ca.crt"
-  databases {
-    bench { host = "127.0.0.1", port = $pg_port, dbname = "bench", user = "bench_pooler_tls", password = "$PASSWORD" }
-  }
-}
-HOCON
-  pgh_log "starting Pooler with TLS on port $pooler_tls_port: $POOLER_CMD --config $pooler_tls_dir/pooler.conf"
-  # shellcheck disable=SC2086
-  record $POOLER_CMD --config "$pooler_tls_dir/pooler.conf"
-  # shellcheck disable=SC2086
-  $POOLER_CMD --config "$pooler_tls_dir/pooler.conf" >"$pooler_tls_dir/pooler.log" 2>&1 </dev/null &
-  pooler_tls_pid=$!
-  if pgh_wait_port "$pooler_tls_port" "${POOLER_START_TIMEOUT:-60}" "$pooler_tls_pid"; then
-    pooler_tls_ok=1; pooler_tls_why=""
-  else
-    if kill -0 "$pooler_tls_pid" 2>/dev/null; then pooler_tls_why="not-accepting"; else pooler_tls_why="exited-at-start"; fi
-    pgh_log "Pooler with TLS did not start ($pooler_tls_why); last output:"
-    tail -n 20 "$pooler_tls_dir/pooler.log" >&2 || true
-    pooler_tls_said=$(grep -v '^[[:space:]]*$' "$pooler_tls_dir/pooler.log" | tail -n 1 | cut -c1-300 || true)
-    pgh_kill_pid "$pooler_tls_pid"
-    pooler_tls_pid=""
-  fi
+  side_pooler tls "with TLS" "  client-tls-sslmode = \"require\"
+  client-tls-cert-file = \"$tls_dir/server.crt\"
+  client-tls-key-file = \"$tls_dir/server.key\"
+  client-tls-ca-file = \"$tls_dir/ca.crt\"
+  server-tls-sslmode = \"$TLS_SERVER_SSLMODE\"
+  server-tls-ca-file = \"$tls_dir/ca.crt\""
 }
 
 # tls_probe TARGET: one psql session with sslmode=require through TARGET (a *-tls target); notes the client side's

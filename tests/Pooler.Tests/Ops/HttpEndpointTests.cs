@@ -71,6 +71,15 @@ public sealed partial class HttpEndpointTests(PostgresFixture pg, ITestOutputHel
                 Assert.Equal(i, (int)(await cmd.ExecuteScalarAsync())!);
                 await tx.CommitAsync();
             }
+            // a named prepared statement: one client Parse, one server Parse, three Binds
+            await using var prepared = new NpgsqlCommand("select $1::int + 1", c);
+            prepared.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Integer });
+            await prepared.PrepareAsync();
+            for (var i = 0; i < 3; i++)
+            {
+                prepared.Parameters[0].Value = i;
+                Assert.Equal(i + 1, (int)(await prepared.ExecuteScalarAsync())!);
+            }
         }
 
         // pool size 1: a client holding a transaction makes the next one wait for the only server
@@ -104,6 +113,9 @@ public sealed partial class HttpEndpointTests(PostgresFixture pg, ITestOutputHel
         Assert.True(after.Value("pooler_received_bytes_total", TestPool) > 0);
         Assert.True(after.Value("pooler_sent_bytes_total", TestPool) > 0);
         Assert.True(after.Value("pooler_transaction_seconds_total", TestPool) > 0);
+        Assert.True(after.Value("pooler_client_parses_total", TestPool) >= 1, "the prepared statement's Parse is counted");
+        Assert.True(after.Value("pooler_server_parses_total", TestPool) >= 1);
+        Assert.True(after.Value("pooler_binds_total", TestPool) >= 3, $"pooler_binds_total {after.Value("pooler_binds_total", TestPool)} >= 3");
         // two clients still connected (holder and waiter), at most one server (pool size 1)
         Assert.Equal(2, after.Value("pooler_clients", With(TestPool, "state", "active")));
         Assert.Equal(0, after.Value("pooler_clients", With(TestPool, "state", "waiting")));

@@ -218,6 +218,30 @@ public sealed class PreparedPoolingTests(PostgresFixture pg, ITestOutputHelper o
     }
 
     [Fact]
+    public async Task Statement_pooling_renames_too()
+    {
+        await using var p = await PoolerHarness.StartAsync(pg, "auth.type = trust\npool-mode = statement\ndefault-pool-size = 2");
+        await using var a = await RawAsync(p);
+        await using var b = await RawAsync(p);
+        // the same name for two clients on two shared servers: each has its own statement
+        Assert.Equal("1Z", Types(await RunAsync(a, Parse("s", "select $1::int * 3", 23), Sync)));
+        Assert.Equal("1Z", Types(await RunAsync(b, Parse("s", "select $1::int * 5", 23), Sync)));
+        var pids = new HashSet<string?>();
+        for (var i = 0; i < 10; i++)
+        {
+            var (ra, rb) = (RunAsync(a, Bind("s", i.ToString(CultureInfo.InvariantCulture)), Execute, Sync),
+                            RunAsync(b, Bind("s", i.ToString(CultureInfo.InvariantCulture)), Execute, Sync));
+            Assert.Equal((3 * i).ToString(CultureInfo.InvariantCulture), DataRow(await ra));
+            Assert.Equal((5 * i).ToString(CultureInfo.InvariantCulture), DataRow(await rb));
+            pids.Add(await a.ScalarAsync("select pg_backend_pid()"));
+        }
+        output.WriteLine($"client a ran on {pids.Count} servers");
+        await a.TerminateAsync();
+        await b.TerminateAsync();
+        await p.AssertDrainedAsync(servers: 2);
+    }
+
+    [Fact]
     public async Task Npgsql_auto_prepare_and_explicit_Prepare_work_across_servers()
     {
         await using var p = await PoolerHarness.StartAsync(pg, Admin + "pool-mode = transaction\ndefault-pool-size = 3");

@@ -137,4 +137,26 @@ async function endAll(clients) {
   ]);
 }
 
-module.exports = { connect, describe, endAll, env, expectEqual, fail, intEnv, namedError, namedRow, run, simple };
+/**
+ * Opens `clients` connections (application_name prefix-i), runs `step(state, iteration)` for every client at once,
+ * `iterations` times, closes them all; returns the named executions and client Parses the states counted.
+ */
+async function lockstep(prefix, clients, iterations, step) {
+  const states = [];
+  try {
+    for (let i = 0; i < clients; i++) {
+      states.push({ client: await connect(`${prefix}-${i}`), i, counters: { binds: 0, names: new Set() } });
+    }
+    for (let it = 0; it < iterations; it++) {
+      await Promise.all(states.map((s) => step(s, it)));
+    }
+  } finally {
+    await endAll(states.map((s) => s.client));
+  }
+  return {
+    namedExecutions: states.reduce((t, s) => t + s.counters.binds, 0),
+    clientParses: states.reduce((t, s) => t + s.counters.names.size, 0),
+  };
+}
+
+module.exports = { connect, describe, endAll, env, expectEqual, fail, intEnv, lockstep, namedError, namedRow, run, simple };

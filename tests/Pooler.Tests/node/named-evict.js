@@ -3,7 +3,7 @@
 // clients cycle through TEXTS named queries 'q0'..'q<TEXTS-1>' in lockstep rounds, every fourth round running
 // WIDE of them inside one BEGIN/COMMIT. Servers must evict and prepare again; every answer must stay right.
 
-const { connect, endAll, intEnv, namedRow, run, simple } = require('./common');
+const { intEnv, lockstep, namedRow, run, simple } = require('./common');
 
 const CLIENTS = intEnv('CLIENTS', 10);
 const ITERATIONS = intEnv('ITERATIONS', 40);
@@ -29,22 +29,11 @@ async function step(state, it) {
 }
 
 run(async () => {
-  const states = [];
-  try {
-    for (let i = 0; i < CLIENTS; i++) {
-      states.push({ client: await connect(`node-evict-${i}`), i, counters: { binds: 0, names: new Set() } });
-    }
-    for (let it = 0; it < ITERATIONS; it++) {
-      await Promise.all(states.map((s) => step(s, it)));
-    }
-  } finally {
-    await endAll(states.map((s) => s.client));
-  }
+  const counts = await lockstep('node-evict', CLIENTS, ITERATIONS, step);
   return {
     clients: CLIENTS,
     iterations: ITERATIONS,
     texts: TEXTS,
-    namedExecutions: states.reduce((t, s) => t + s.counters.binds, 0),
-    clientParses: states.reduce((t, s) => t + s.counters.names.size, 0),
+    ...counts,
   };
 });

@@ -4,7 +4,7 @@
 // swapped between even and odd clients. ITERATIONS rounds in lockstep (Promise.all), every third one inside
 // BEGIN/COMMIT; every answer must come from the client's own statement (value and column names).
 
-const { connect, endAll, intEnv, namedRow, run, simple } = require('./common');
+const { intEnv, lockstep, namedRow, run, simple } = require('./common');
 
 const CLIENTS = intEnv('CLIENTS', 8);
 const ITERATIONS = intEnv('ITERATIONS', 30);
@@ -45,22 +45,11 @@ async function step(state, it) {
 }
 
 run(async () => {
-  const states = [];
-  try {
-    for (let i = 0; i < CLIENTS; i++) {
-      states.push({ client: await connect(`node-same-name-${i}`), i, counters: { binds: 0, names: new Set() } });
-    }
-    for (let it = 0; it < ITERATIONS; it++) {
-      await Promise.all(states.map((s) => step(s, it)));
-    }
-  } finally {
-    await endAll(states.map((s) => s.client));
-  }
+  const counts = await lockstep('node-same-name', CLIENTS, ITERATIONS, step);
   return {
     clients: CLIENTS,
     iterations: ITERATIONS,
-    namedExecutions: states.reduce((t, s) => t + s.counters.binds, 0),
-    clientParses: states.reduce((t, s) => t + s.counters.names.size, 0),
+    ...counts,
     variantsUsed: Math.min(CLIENTS, VARIANTS.length),
   };
 });
