@@ -69,6 +69,7 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
     private bool _inUnit;
     private bool _holding;
     private int _swallow; // bytes of a padded COPY message still to drop from the client's stream
+    private ByteString? _headerTail; // the start of a header cut by the end of the last chunk (see KeepHeaderTail)
     private bool _draining;
     private long _lastActivity = Environment.TickCount64;
     private bool _closing;
@@ -561,6 +562,8 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
         var units = CountUnits(data, out var terminateAt, out var error);
         if (error != null) { Fatal(SqlState.ProtocolViolation, error); return; }
         if (terminateAt >= 0) { Leave(); return; }
+        data = KeepHeaderTail(data, ref terminateAt);
+        if (data.Count == 0) return;
         if (_waiter.TryHold(data, units, out var held)) { HoldBound(held); return; }
         AdoptLink(); // linked meanwhile: these bytes follow the held ones through the link
         Forward(data, units);
@@ -571,6 +574,8 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
         _lastActivity = Environment.TickCount64;
         var units = CountUnits(data, out var terminateAt, out var error);
         if (error != null) { Fatal(SqlState.ProtocolViolation, error); return; }
+        data = KeepHeaderTail(data, ref terminateAt);
+        if (data.Count == 0) { RequestRead(); return; }
         if (_swallow > 0)
         {
             // the server already got filler for the rest of this message: the real rest must not follow it
@@ -612,6 +617,26 @@ public sealed class ClientSession : ReceiveActor, IWithTimers, Ops.IConnView
         link.ClientHolds = false;
         link.UnitDone();
         if (link.Pending == 0) link.Server.Tell(new ServerSession.ReleaseIfIdle(link)); // nothing else would release it now
+    }
+
+    /// <summary>
+    /// Without statement renaming (whose relay does the same itself): the first bytes of a message header at the end
+    /// of a chunk wait until the header is whole. That message may open the next unit, and if the link is released
+    /// meanwhile (its last unit answered), those bytes belong to the next server, not to this one.
+    /// </summary>
+    private ByteString KeepHeaderTail(ByteString data, ref int terminateAt)
+    {
+        if (_relay != null) return data;
+        if (_headerTail != null)
+        {
+            data = _headerTail.Concat(data);
+            if (terminateAt >= 0) terminateAt += _headerTail.Count;
+            _headerTail = null;
+        }
+        var k = _scan.PartialHeaderLength;
+        if (k == 0 || terminateAt >= 0) return data;
+        _headerTail = ByteString.FromBytes(data.Slice(data.Count - k).ToArray());
+        return data.Slice(0, data.Count - k);
     }
 
     /// <summary>

@@ -217,6 +217,25 @@ public sealed class PreparedPoolingTests(PostgresFixture pg, ITestOutputHelper o
         }
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(200)]
+    public async Task A_header_cut_at_a_transaction_boundary_goes_to_the_next_server_with_its_message(int maxPrepared)
+    {
+        await using var p = await PoolerHarness.StartAsync(pg, Trust + $"default-pool-size = 1\nmax-prepared-statements = {maxPrepared}");
+        await using var a = await RawAsync(p);
+        await using var b = await RawAsync(p);
+        var next = Query("select 'a2'");
+        // a's query and the first 3 bytes of its next one's header, in one write
+        await a.WriteRawAsync([.. Query("select 'a1'"), .. next[..3]]);
+        Assert.Equal("a1", DataRow(await a.ReadUntilReadyAsync()));
+        // the only server went back to the pool after a1: b's query runs on it, and must find it clean
+        Assert.Equal("b1", await b.ScalarAsync("select 'b1'"));
+        await a.WriteRawAsync(next[3..]);
+        Assert.Equal("a2", DataRow(await a.ReadUntilReadyAsync()));
+        Assert.Equal("b2", await b.ScalarAsync("select 'b2'"));
+    }
+
     [Fact]
     public async Task Statement_pooling_renames_too()
     {
