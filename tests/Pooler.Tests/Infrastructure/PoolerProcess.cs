@@ -18,6 +18,7 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
     private readonly Dictionary<string, string?> _env;
     private readonly string _program;
     private readonly string? _netns;
+    private readonly string? _entrypoint;
     private readonly List<string> _output = new();
     private Process? _process;
     private bool _disposed;
@@ -29,12 +30,15 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
     /// <param name="usersFileText">Content of <c>userlist.txt</c> in the same folder; null = every fixture user with its password.</param>
     /// <param name="program">The dll to run with <c>--config FILE</c>: <see cref="HostDll"/> (default) or <see cref="LighthouseDll"/>.</param>
     /// <param name="netns">A network namespace to run it in (<c>ip netns exec</c>, which execs: the pid is the program's).</param>
+    /// <param name="entrypoint">A container entrypoint script to run instead of <c>dotnet PROGRAM --config FILE</c>
+    /// (configuration from <paramref name="extraEnv"/> only; <paramref name="extraArgs"/> are its arguments).</param>
     public PoolerProcess(string configText, IEnumerable<string>? extraArgs = null,
         IReadOnlyDictionary<string, string?>? extraEnv = null, string? usersFileText = null, string? program = null,
-        string? netns = null)
+        string? netns = null, string? entrypoint = null)
     {
         _program = program ?? HostDll;
         _netns = netns;
+        _entrypoint = entrypoint;
         _dir = TestDirectory.Create("pooler-host");
         _args = extraArgs?.ToList() ?? new List<string>();
         _env = extraEnv?.ToDictionary(kv => kv.Key, kv => kv.Value) ?? new Dictionary<string, string?>();
@@ -140,11 +144,11 @@ public sealed partial class PoolerProcess : IAsyncDisposable, IDisposable
     {
         if (_process is { HasExited: false }) throw new InvalidOperationException("the pooler process is already running");
         if (!File.Exists(_program)) throw new InvalidOperationException($"{_program} not found (build the test project first)");
-        var args = new List<string> { _program, "--config", ConfigFile };
-        args.AddRange(_args);
+        List<string> command = _entrypoint is null ? [DotnetExecutable, _program, "--config", ConfigFile] : [_entrypoint];
+        command.AddRange(_args);
         var psi = _netns is null
-            ? ProcessRunner.CreateStartInfo(DotnetExecutable, args, _env, workingDirectory: Directory)
-            : ProcessRunner.CreateStartInfo("ip", ["netns", "exec", _netns, DotnetExecutable, .. args], _env, workingDirectory: Directory);
+            ? ProcessRunner.CreateStartInfo(command[0], command.Skip(1), _env, workingDirectory: Directory)
+            : ProcessRunner.CreateStartInfo("ip", ["netns", "exec", _netns, .. command], _env, workingDirectory: Directory);
         psi.RedirectStandardOutput = true;
         psi.RedirectStandardError = true;
         psi.RedirectStandardInput = true;
