@@ -28,8 +28,14 @@ public enum LeaseAction
 /// </summary>
 public sealed class VipLease(TimeSpan lifetime)
 {
-    /// <summary>Slack for the time between deciding to renew and the kernel applying it (running <c>ip</c>).</summary>
-    public static readonly TimeSpan Margin = TimeSpan.FromMilliseconds(150);
+    /// <summary>
+    /// Slack for the time between deciding to renew and the kernel applying it (running <c>ip</c>, 150 ms), and for
+    /// the kernel's late removal of an expired address: IPv4 lifetimes are checked in whole seconds by a work item that
+    /// runs at most once a second, rounded up to a quarter second (devinet.c, check_lifetime), so an address outlives
+    /// its valid_lft by up to 1.25 s (0.08-0.32 s measured on an idle machine). Without it a frozen or cut-off old
+    /// holder's kernel could still answer for the VIP when the new holder takes it.
+    /// </summary>
+    public static readonly TimeSpan Margin = TimeSpan.FromMilliseconds(150 + 1250);
 
     private TimeSpan? _confirmedPingSentAt;
     private TimeSpan? _lastTick;

@@ -168,6 +168,7 @@ public sealed class VipFailoverNetnsTests(ITestOutputHelper output)
                     output.WriteLine($"{fault}: {list.Count} trials, p50 {list[list.Count / 2]:F0} ms, max {list[^1]:F0} ms");
                 }
                 output.WriteLine($"sampler: {sampler.Samples} samples of {nodes.Length} nodes, {sampler.Overlaps} with two holders");
+                foreach (var seen in sampler.Seen) output.WriteLine($"sampler: two holders at {seen}");
                 Assert.Equal(0, sampler.Overlaps);
                 Assert.True(sampler.Samples > 100, $"{sampler.Samples} samples");
                 // targets: crash <= 5 s, graceful <= 1 s; allow for CI running other test processes beside this one
@@ -319,18 +320,26 @@ public sealed class VipFailoverNetnsTests(ITestOutputHelper output)
         private int _samples;
         private int _overlaps;
 
+        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _seen = new();
+
         public OverlapSampler(string[] namespaces) => Run(async () =>
         {
             while (!Stopping.IsCancellationRequested)
             {
-                var holders = namespaces.Count(ns => NetNs.HasAddress(ns, Vip));
+                var holders = namespaces.Where(ns => NetNs.HasAddress(ns, Vip)).ToList();
                 Interlocked.Increment(ref _samples);
-                if (holders > 1) Interlocked.Increment(ref _overlaps);
+                if (holders.Count > 1)
+                {
+                    Interlocked.Increment(ref _overlaps);
+                    _seen.Enqueue($"{DateTime.UtcNow:HH:mm:ss.fff} UTC: {string.Join(" and ", holders)}");
+                }
                 try { await Task.Delay(50, Stopping); } catch (OperationCanceledException) { }
             }
         });
 
         public int Samples => Volatile.Read(ref _samples);
         public int Overlaps => Volatile.Read(ref _overlaps);
+        /// <summary>When each overlap was seen (the sample's end) and in which namespaces, for the nodes' logs.</summary>
+        public IEnumerable<string> Seen => _seen;
     }
 }
