@@ -642,32 +642,21 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
     {
         var link = _link!;
         _exchange.Counters.AddSent(data.Count);
-        var renaming = link.Statements;
-        if (renaming != null)
+        bool framed, sawReady;
+        if (link.Statements is { } st)
         {
             // the answers to what the pooler added are taken out, a stand-in's answer retyped
-            bool failed;
-            lock (renaming.Gate) data = FilterAnswers(link, renaming, data, out failed);
-            if (data.Count == 0 && !failed) return;
+            lock (st.Gate) data = FilterAnswers(link, st, data, out framed, out sawReady);
         }
-        var span = data.ToReadOnlySpan();
-        var pos = 0;
-        var sawReady = false;
-        while (renaming == null)
+        else
         {
-            var ev = _scan.Next(span, ref pos);
-            if (ev == ScanEvent.End) break;
-            if (ev == ScanEvent.Invalid)
-            {
-                Fail(link, SqlState.ProtocolViolation, "invalid message length from server");
-                return;
-            }
-            if (ev == ScanEvent.Body) sawReady |= OnAnswer(link, _scan.Type, _scan.Body);
+            List<Edit>? none = null;
+            framed = ReadAnswers(link, data.ToReadOnlySpan(), null, ref none, out sawReady);
         }
-        if (renaming != null)
+        if (!framed)
         {
-            if (_link == null) return; // FilterAnswers failed the link
-            sawReady = _sawReady;
+            Fail(link, SqlState.ProtocolViolation, "invalid message length from server");
+            return;
         }
 
         if (sawReady)
@@ -696,35 +685,52 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
         WriteToClient(link, data);
     }
 
-    /// <summary>The relay's reading of a server message it captured; true for ReadyForQuery.</summary>
-    private bool OnAnswer(Link link, byte type, ReadOnlySpan<byte> body)
-    {
-        if (type == MsgType.ReadyForQuery)
-        {
-            link.UnitDone();
-            _txStatus = body[0];
-            CountUnit(link);
-            return true;
-        }
-        if (type == MsgType.ParameterStatus && Payload.TryParameterStatus(body, out var n, out var v))
-        {
-            SetParam(n, v);
-            link.Params.Set(n, v);
-        }
-        return false;
-    }
-
-    private bool _sawReady; // FilterAnswers saw a ReadyForQuery in the chunk
+    /// <summary>An answer a renaming client must not see as sent: at <c>At</c> in the chunk, <c>Length</c> bytes.</summary>
+    private readonly record struct Edit(int At, int Length, ResponseAction Action, byte[]? Replacement);
 
     /// <summary>
-    /// A renaming client's link: frames the chunk as the plain relay does, and drops, retypes or replaces the answers the
-    /// client must not see as sent (see <see cref="ResponsePlan"/>). Returns the bytes for the client; <paramref name="failed"/> when the link failed.
+    /// Frames a chunk of the server's stream and reads the answers the relay captures: ReadyForQuery and ParameterStatus,
+    /// and with renaming (<paramref name="st"/>) those its plan matches, noting the edits. False when it cannot be framed.
     /// </summary>
-    private ByteString FilterAnswers(Link link, ServerStatements st, ByteString data, out bool failed)
+    private bool ReadAnswers(Link link, ReadOnlySpan<byte> span, ServerStatements? st, ref List<Edit>? edits, out bool sawReady)
     {
-        failed = false;
-        _sawReady = false;
-        ReadOnlySpan<byte> span;
+        sawReady = false;
+        var pos = 0;
+        while (true)
+        {
+            var ev = _scan.Next(span, ref pos);
+            if (ev == ScanEvent.End) return true;
+            if (ev == ScanEvent.Invalid) return false;
+            if (ev != ScanEvent.Body) continue;
+            var type = _scan.Type;
+            var body = _scan.Body;
+            if (st != null && type is MsgType.ParseComplete or MsgType.BindComplete or MsgType.CloseComplete or MsgType.ErrorResponse or MsgType.ReadyForQuery)
+            {
+                var action = st.Plan.OnServerMessage(type, body, st.Effects);
+                if (action != ResponseAction.Pass)
+                    (edits ??= []).Add(new Edit(_scan.StartInChunk, _scan.Length + 1, action, action == ResponseAction.Replace ? st.Plan.Replacement : null));
+            }
+            if (type == MsgType.ReadyForQuery)
+            {
+                link.UnitDone();
+                _txStatus = body[0];
+                CountUnit(link);
+                sawReady = true;
+            }
+            else if (type == MsgType.ParameterStatus && Payload.TryParameterStatus(body, out var n, out var v))
+            {
+                SetParam(n, v);
+                link.Params.Set(n, v);
+            }
+        }
+    }
+
+    /// <summary>
+    /// A renaming client's link: reads the chunk as the plain relay does, and drops, retypes or replaces the answers the
+    /// client must not see as sent (see <see cref="ResponsePlan"/>). Returns the bytes for the client.
+    /// </summary>
+    private ByteString FilterAnswers(Link link, ServerStatements st, ByteString data, out bool framed, out bool sawReady)
+    {
         if (_carry != null)
         {
             var joined = new byte[_carry.Length + data.Count];
@@ -733,28 +739,10 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
             _carry = null;
             data = ByteString.FromBytes(joined);
         }
-        span = data.ToReadOnlySpan();
-        var pos = 0;
-        List<(int At, int Length, byte[]? Replacement, ResponseAction Action)>? edits = null;
-        while (true)
-        {
-            var ev = _scan.Next(span, ref pos);
-            if (ev == ScanEvent.End) break;
-            if (ev == ScanEvent.Invalid)
-            {
-                failed = true;
-                Fail(link, SqlState.ProtocolViolation, "invalid message length from server");
-                return ByteString.Empty;
-            }
-            if (ev != ScanEvent.Body) continue;
-            var type = _scan.Type;
-            if (type is MsgType.ParseComplete or MsgType.BindComplete or MsgType.CloseComplete or MsgType.ErrorResponse or MsgType.ReadyForQuery)
-            {
-                var action = st.Plan.OnServerMessage(type, _scan.Body, st.Effects);
-                if (action != ResponseAction.Pass) (edits ??= []).Add((_scan.StartInChunk, _scan.Length + 1, action == ResponseAction.Replace ? st.Plan.Replacement : null, action));
-            }
-            _sawReady |= OnAnswer(link, type, _scan.Body);
-        }
+        var span = data.ToReadOnlySpan();
+        List<Edit>? edits = null;
+        framed = ReadAnswers(link, span, st, ref edits, out sawReady);
+        if (!framed) return ByteString.Empty;
         if (st.Effects.Any) st.Apply(st.Effects, link.Relay?.Statements);
         // a message cut by the chunk's end waits for the rest, so what is edited is always whole and in this chunk:
         // a header, or a captured answer (bodiless ones, errors up to 64 KiB)
@@ -773,12 +761,12 @@ public sealed class ServerSession : ReceiveActor, IWithTimers, Ops.IConnView
         if (edits == null) return end == span.Length ? data : data.Slice(0, end);
         var w = new PgWriter(end);
         var from = 0;
-        foreach (var (at, length, replacement, action) in edits)
+        foreach (var e in edits)
         {
-            w.Bytes(span[from..at]);
-            if (action == ResponseAction.AsParseComplete) w.Byte(MsgType.ParseComplete).Bytes(span.Slice(at + 1, 4));
-            else if (replacement != null) w.Bytes(replacement);
-            from = at + length;
+            w.Bytes(span[from..e.At]);
+            if (e.Action == ResponseAction.AsParseComplete) w.Byte(MsgType.ParseComplete).Bytes(span.Slice(e.At + 1, 4));
+            else if (e.Replacement != null) w.Bytes(e.Replacement);
+            from = e.At + e.Length;
         }
         w.Bytes(span[from..end]);
         return w.Length == 0 ? ByteString.Empty : ByteString.FromBytes(w.ToArray());

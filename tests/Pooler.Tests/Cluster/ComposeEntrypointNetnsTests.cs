@@ -19,18 +19,6 @@ public sealed class ComposeEntrypointNetnsTests(ITestOutputHelper output)
     private const string Subnet = "172.28.0";
     private const string Vip = "172.28.0.250";
 
-    private static string RepoRoot
-    {
-        get
-        {
-            var dir = new DirectoryInfo(AppContext.BaseDirectory);
-            while (dir != null && !File.Exists(Path.Combine(dir.FullName, "Actors.sln"))) dir = dir.Parent;
-            return dir?.FullName ?? throw new InvalidOperationException("Actors.sln not found above " + AppContext.BaseDirectory);
-        }
-    }
-
-    private static string Arping => new[] { "/usr/bin/arping", "/usr/sbin/arping", "/bin/arping" }.FirstOrDefault(File.Exists) ?? "arping";
-
     /// <summary>The environment of each service as <c>docker-compose config</c> renders it.</summary>
     private static Dictionary<string, Dictionary<string, string>> RenderedEnvironments(string composeFile)
     {
@@ -71,7 +59,7 @@ public sealed class ComposeEntrypointNetnsTests(ITestOutputHelper output)
             output.WriteLine("not run: needs root and iproute2 (CI runs as root)");
             return;
         }
-        var compose = Path.Combine(RepoRoot, "deploy", "compose.yml");
+        var compose = Path.Combine(NpmTools.RepositoryRoot, "deploy", "compose.yml");
         var envs = RenderedEnvironments(compose);
         Assert.True(envs.ContainsKey("lighthouse") && envs.ContainsKey("pooler1"), $"services with an environment: {string.Join(", ", envs.Keys)}");
         Assert.Equal(envs["pooler1"].OrderBy(kv => kv.Key), envs["pooler3"].OrderBy(kv => kv.Key)); // one shared block
@@ -100,7 +88,7 @@ public sealed class ComposeEntrypointNetnsTests(ITestOutputHelper output)
                 Path.Combine(pg.BinDir, "pg_ctl"), "start", "-w", "-t", "60", "-D", pg.DataDir, "-l", pg.LogFile, "-s"],
                 timeout: TimeSpan.FromSeconds(90)).EnsureSuccess("pg_ctl start in its namespace");
 
-            var docker = Path.Combine(RepoRoot, "deploy", "docker");
+            var docker = Path.Combine(NpmTools.RepositoryRoot, "deploy", "docker");
             var lighthouseEnv = Runtime(envs["lighthouse"]);
             lighthouseEnv["LIGHTHOUSE_HOME"] = Path.GetDirectoryName(PoolerProcess.LighthouseDll);
             var lighthouse = new PoolerProcess("", extraEnv: lighthouseEnv, program: PoolerProcess.LighthouseDll, netns: ns["lighthouse"],
@@ -119,7 +107,7 @@ public sealed class ComposeEntrypointNetnsTests(ITestOutputHelper output)
             poolerEnv["POOLER__DATABASES__DEFAULTDB__PORT"] = pg.Port.ToString(CultureInfo.InvariantCulture);
             poolerEnv["POOLER__DATABASES__DEFAULTDB__DBNAME"] = "postgres";
             poolerEnv["POOLER__DATABASES__DEFAULTDB__USER"] = "postgres";
-            poolerEnv["POOLER__VIP__ARPING_COMMAND"] = Arping;
+            poolerEnv["POOLER__VIP__ARPING_COMMAND"] = NetNs.Arping;
             poolerEnv["POOLER_HOME"] = Path.GetDirectoryName(PoolerProcess.HostDll);
             foreach (var name in new[] { "pooler1", "pooler2", "pooler3" })
             {

@@ -32,8 +32,6 @@ public sealed class VipFailoverNetnsTests(ITestOutputHelper output)
 
     private static int Trials => int.TryParse(Environment.GetEnvironmentVariable("POOLER_VIP_TRIALS"), out var n) && n > 0 ? n : 2;
 
-    private static string Arping => new[] { "/usr/bin/arping", "/usr/sbin/arping", "/bin/arping" }.FirstOrDefault(File.Exists) ?? "arping";
-
     [Fact]
     public async Task The_vip_survives_crashes_pauses_partitions_and_stops_and_is_never_held_twice()
     {
@@ -210,7 +208,7 @@ public sealed class VipFailoverNetnsTests(ITestOutputHelper output)
               max-client-conn = 500
               shutdown-timeout = 2s
               databases { postgres { host = "{{net.Subnet}}.2", port = {{pgPort}}, dbname = "postgres", user = "postgres" } }
-              vip { driver = linux, address = "{{Vip}}/24", interface = "eth0", port = {{VipPort}}, lifetime = 3s, arping-command = "{{Arping}}" }
+              vip { driver = linux, address = "{{Vip}}/24", interface = "eth0", port = {{VipPort}}, lifetime = 3s, arping-command = "{{NetNs.Arping}}" }
             }
             akka.remote.dot-netty.tcp { hostname = "{{ip}}", port = 4053 }
             akka.cluster.seed-nodes = ["akka.tcp://pooler@{{net.Subnet}}.3:4053"]

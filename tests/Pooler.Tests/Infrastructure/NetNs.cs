@@ -17,6 +17,9 @@ public sealed class NetNs : IDisposable
     /// <summary>The first three octets of the subnet, e.g. "10.231.0".</summary>
     public string Subnet { get; }
 
+    /// <summary>arping's path (Debian puts it in /usr/bin or /usr/sbin; a namespace's PATH may lack sbin).</summary>
+    public static string Arping => new[] { "/usr/bin/arping", "/usr/sbin/arping", "/bin/arping" }.FirstOrDefault(File.Exists) ?? "arping";
+
     /// <summary>Root and iproute2: what the namespaces need.</summary>
     public static bool Available => ProcessRunner.IsRoot && ProcessRunner.Run("ip", ["-V"], timeout: TimeSpan.FromSeconds(5)).ExitCode == 0;
 

@@ -3,6 +3,7 @@ using System.Text;
 using Pooler.Actors.Protocol;
 using Pooler.Actors.Protocol.Prepared;
 using Xunit;
+using static Pooler.Tests.Infrastructure.ExtendedProtocol;
 using Sent = Pooler.Actors.Protocol.Prepared.ResponsePlan.Sent;
 
 namespace Pooler.Tests.Protocol;
@@ -10,16 +11,8 @@ namespace Pooler.Tests.Protocol;
 /// <summary>Byte-level tests of the pieces that rename prepared statements in transaction pooling.</summary>
 public sealed class PreparedStatementsTests
 {
-    private static byte[] Z(string s) => [.. Encoding.UTF8.GetBytes(s), 0];
-
     /// <summary>A Parse body: name, query, parameter type OIDs.</summary>
-    private static byte[] ParseBody(string name, string query, params int[] types)
-    {
-        var t = new byte[2 + 4 * types.Length];
-        BinaryPrimitives.WriteInt16BigEndian(t, (short)types.Length);
-        for (var i = 0; i < types.Length; i++) BinaryPrimitives.WriteInt32BigEndian(t.AsSpan(2 + 4 * i), types[i]);
-        return [.. Z(name), .. Z(query), .. t];
-    }
+    private static byte[] ParseBody(string name, string query, params int[] types) => Parse(name, query, types)[5..];
 
     /// <summary>One message built by <paramref name="build"/>.</summary>
     private static byte[] Built(Action<PgWriter> build)
@@ -211,14 +204,14 @@ public sealed class PreparedStatementsTests
         var big = new string('x', StatementRelay.BindHead * 2);
         byte[][] messages =
         [
-            Infrastructure.ExtendedProtocol.Parse("a", "select $1::text", 25),
-            Infrastructure.ExtendedProtocol.Bind("a", "small"), Infrastructure.ExtendedProtocol.Execute,
-            Infrastructure.ExtendedProtocol.Bind("a", big), Infrastructure.ExtendedProtocol.Execute,  // its head only is read
-            Infrastructure.ExtendedProtocol.Bind("", big), Infrastructure.ExtendedProtocol.Execute,   // unnamed: unchanged
-            Infrastructure.ExtendedProtocol.Describe("a"), Infrastructure.ExtendedProtocol.Close("a"),
-            Infrastructure.ExtendedProtocol.Parse("", "select 1"), Infrastructure.ExtendedProtocol.Sync,
-            Infrastructure.ExtendedProtocol.Query("select '" + big + "'"),                            // too long to be read
-            Infrastructure.ExtendedProtocol.Query("DISCARD ALL"),
+            Parse("a", "select $1::text", 25),
+            Bind("a", "small"), Execute,
+            Bind("a", big), Execute,  // its head only is read
+            Bind("", big), Execute,   // unnamed: unchanged
+            Describe("a"), Close("a"),
+            Parse("", "select 1"), Sync,
+            Query("select '" + big + "'"),                            // too long to be read
+            Query("DISCARD ALL"),
         ];
         return messages.SelectMany(m => m).ToArray();
     }
