@@ -89,26 +89,7 @@ public class BadInputTests(PostgresFixture pg, ITestOutputHelper output)
         return null;
     }
 
-    /// <summary>Sockets this process holds open (entries of /proc/self/fd that are sockets).</summary>
-    private static int OpenSockets()
-    {
-        var n = 0;
-        foreach (var fd in Directory.EnumerateFileSystemEntries("/proc/self/fd"))
-        {
-            try
-            {
-                if (new FileInfo(fd).LinkTarget?.StartsWith("socket:", StringComparison.Ordinal) == true) n++;
-            }
-            catch (IOException)
-            {
-                // closed while we looked
-            }
-            catch (UnauthorizedAccessException)
-            {
-            }
-        }
-        return n;
-    }
+    private static int OpenSockets() => Descriptors.OpenSockets();
 
     [Theory]
     [MemberData(nameof(InputNames))]
